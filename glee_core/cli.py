@@ -1,0 +1,105 @@
+"""``gleekit predict`` / ``convert`` / ``parity`` / ``demo``: the glee_core commands.
+
+Heavy imports (torch, the model) happen inside the commands so that ``gleekit --help`` is fast.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _parse_floats(text: str, count: int, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be {count} comma-separated numbers, got {text!r}") from None
+    if len(values) != count:
+        raise typer.BadParameter(f"{what} must be {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def predict(
+    image: Path = typer.Argument(..., help="Image file (PNG, JPEG, ...)."),
+    categories: Optional[str] = typer.Option(None, help='Comma-separated category names, e.g. "cat,dog".'),
+    expression: Optional[str] = typer.Option(None, help="A referring expression."),
+    box: Optional[str] = typer.Option(None, help="Box prompt x1,y1,x2,y2 in pixels."),
+    point: Optional[str] = typer.Option(None, help="Point prompt x,y in pixels."),
+    model: str = typer.Option("tiny", help="Preset name, model folder or official .pth."),
+    preset: Optional[str] = typer.Option(None, help="Architecture preset when --model is an official .pth."),
+    out: Path = typer.Option(Path("gleekit-out"), help="Output folder for the JSON and overlay PNG."),
+    score_threshold: float = typer.Option(0.0, help="Drop detections scoring below this."),
+    topk: int = typer.Option(100, help="Keep at most this many detections."),
+    nms: Optional[float] = typer.Option(None, help="Class-agnostic NMS IoU threshold (off by default)."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
+) -> None:
+    """Detect / segment / ground objects in one image; writes <out>/<image>.json and an overlay PNG."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from glee_core.predictor import GleePredictor
+    from glee_core.structures import Categories, Expression, VisualPrompt
+    from glee_core.visualize import save_overlay
+
+    given = [p for p in (categories, expression, box, point) if p is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --categories, --expression, --box, --point")
+    if categories is not None:
+        prompt = Categories([c.strip() for c in categories.split(",")])
+    elif expression is not None:
+        prompt = Expression(expression)
+    elif box is not None:
+        prompt = VisualPrompt(boxes=[_parse_floats(box, 4, "--box")])
+    else:
+        prompt = VisualPrompt(points=[_parse_floats(point, 2, "--point")])
+
+    predictor = GleePredictor.from_pretrained(model, preset=preset, device=device)
+    image_array = predictor.load_image(image)
+    dets = predictor.predict(image_array, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{image.stem}.json"
+    json_path.write_text(json.dumps(dets.to_json_dict(), indent=1))
+    png_path = out / f"{image.stem}_overlay.png"
+    save_overlay(png_path, image_array, dets)
+
+    table = Table(title=f"{len(dets)} detections in {image.name}")
+    for column in ("#", "label", "score", "box x1,y1,x2,y2"):
+        table.add_column(column)
+    for i in range(min(len(dets), 20)):
+        table.add_row(str(i), dets.label_names[int(dets.labels[i])], f"{dets.scores[i]:.3f}",
+                      ", ".join(f"{v:.1f}" for v in dets.boxes[i]))
+    Console().print(table)
+    typer.echo(f"wrote {json_path} and {png_path}")
+
+
+def convert(
+    checkpoint: Path = typer.Argument(..., help="Official GLEE checkpoint (.pth or .safetensors)."),
+    out_dir: Path = typer.Argument(..., help="Folder to write config.json + model.safetensors into."),
+    preset: str = typer.Option(..., help="Architecture: lite-r50, plus-swinl or pro-eva02l."),
+    strict: bool = typer.Option(True, help="Fail if any weight is missing or unexpected."),
+) -> None:
+    """Convert an official GLEE checkpoint into gleekit's folder format."""
+    from glee_core.modeling.glee import GleeModel
+
+    model = GleeModel.from_pretrained(str(checkpoint), preset=preset, strict=strict)
+    model.save_pretrained(out_dir)
+    typer.echo(f"converted {checkpoint} ({model.load_report.summary()}) -> {out_dir}")
+
+
+def parity(
+    weights: Path = typer.Argument(..., help="Weights with official names (.safetensors or .pth)."),
+    cases_dir: Path = typer.Argument(..., help="Folder of fixture case directories."),
+) -> None:
+    """Compare the model against official-code fixtures (same as python -m glee_core.parity)."""
+    from glee_core.parity import run_parity
+
+    raise typer.Exit(run_parity(weights, cases_dir))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the glee_core commands to the top-level ``gleekit`` app."""
+    app.command()(predict)
+    app.command()(convert)
+    app.command()(parity)
