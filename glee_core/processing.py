@@ -176,6 +176,12 @@ def scale_boxes(
     return xyxy * xyxy.new_tensor([sx, sy, sx, sy])
 
 
+def mask_scores(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Mean mask probability inside each predicted mask: [N, H, W] logits -> [N] (official, +1e-6)."""
+    binary = (mask_logits > 0).to(mask_logits.dtype).flatten(1)
+    return (mask_logits.sigmoid().flatten(1) * binary).sum(1) / (binary.sum(1) + 1e-6)
+
+
 @dataclass
 class InstanceResult:
     """Post-processed instances of one image (torch tensors, original pixels).
@@ -214,11 +220,7 @@ def instance_inference(
     query = torch.div(index, num_classes, rounding_mode="floor")
     labels = index % num_classes
     masks = mask_logits[query]
-    scores = prob
-    if mask_score:
-        binary = (masks > 0).to(masks.dtype).flatten(1)
-        mean_prob = (masks.sigmoid().flatten(1) * binary).sum(1) / (binary.sum(1) + 1e-6)
-        scores = prob * mean_prob
+    scores = prob * mask_scores(masks) if mask_score else prob
     return InstanceResult(boxes[query], scores, labels, masks, query, prob)
 
 

@@ -1,0 +1,1 @@
+"""gleekit: adapters (see its issue; not implemented yet)."""

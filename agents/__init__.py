@@ -1,0 +1,1 @@
+"""gleekit: agents (see its issue; not implemented yet)."""

@@ -1,0 +1,1 @@
+"""gleekit: eval (see its issue; not implemented yet)."""

@@ -1,0 +1,137 @@
+"""Early vision-language fusion (GLIP-style bi-directional attention) run inside GLEE's pixel-decoder encoder.
+
+Official quirk kept here: the language mask never masks anything. GLEE passes a bool mask and builds the bias
+with ``mask.masked_fill(mask == 0, -9e15)`` *on the bool tensor*, which turns every entry into True; the
+vision->language logits are then shifted by +1 everywhere, which softmax ignores. So padded language tokens
+(the 77-position referring prompt) are attended like valid ones. ``mask_language=True`` applies the intended
+-9e15 bias on padded tokens instead (vision->language only, as the official code meant).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOGIT_CLAMP = 50000.0
+MASKED_LOGIT = -9e15
+
+
+class BiMultiHeadAttention(nn.Module):
+    """Vision tokens attend to language tokens and vice versa, with shared logits ``q_v . k_l``.
+
+    Parameters: ``v_proj``, ``l_proj`` (queries/keys), ``values_v_proj``, ``values_l_proj``,
+    ``out_v_proj`` (embed -> v_dim), ``out_l_proj`` (embed -> l_dim).
+    """
+
+    def __init__(self, v_dim: int, l_dim: int, embed_dim: int, num_heads: int, dropout: float = 0.1,
+                 mask_language: bool = False):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.dropout = dropout
+        self.mask_language = mask_language
+        self.v_proj = nn.Linear(v_dim, embed_dim)
+        self.l_proj = nn.Linear(l_dim, embed_dim)
+        self.values_v_proj = nn.Linear(v_dim, embed_dim)
+        self.values_l_proj = nn.Linear(l_dim, embed_dim)
+        self.out_v_proj = nn.Linear(embed_dim, v_dim)
+        self.out_l_proj = nn.Linear(embed_dim, l_dim)
+        for proj in (self.v_proj, self.l_proj, self.values_v_proj, self.values_l_proj, self.out_v_proj,
+                     self.out_l_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, E] -> [B*heads, T, head_dim]."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2).reshape(b * self.num_heads, t, -1)
+
+    def _merge(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """[B*heads, T, head_dim] -> [B, T, E]."""
+        t = x.shape[1]
+        return x.view(batch, self.num_heads, t, self.head_dim).transpose(1, 2).reshape(batch, t, -1)
+
+    def forward(self, v: torch.Tensor, l: torch.Tensor,
+                lang_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``v`` [B, Nv, v_dim], ``l`` [B, Nl, l_dim], ``lang_mask`` [B, Nl] True = valid token.
+
+        Returns the updates (delta_v [B, Nv, v_dim], delta_l [B, Nl, l_dim]).
+        """
+        batch = v.shape[0]
+        query = self._heads(self.v_proj(v) * self.scale)
+        key = self._heads(self.l_proj(l))
+        value_v = self._heads(self.values_v_proj(v))
+        value_l = self._heads(self.values_l_proj(l))
+
+        logits = torch.bmm(query, key.transpose(1, 2)).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)  # [B*h, Nv, Nl]
+        logits_l = logits.transpose(1, 2)
+        logits_l = (logits_l - logits_l.max(dim=-1, keepdim=True)[0]).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        probs_l = logits_l.softmax(dim=-1)
+        if lang_mask is not None and self.mask_language:
+            bias = torch.zeros(lang_mask.shape, device=logits.device, dtype=logits.dtype)
+            bias = bias.masked_fill(~lang_mask, MASKED_LOGIT)
+            logits = (logits.view(batch, self.num_heads, *logits.shape[1:]) + bias[:, None, None, :]).flatten(0, 1)
+        probs_v = logits.softmax(dim=-1)
+
+        probs_v = F.dropout(probs_v, p=self.dropout, training=self.training)
+        probs_l = F.dropout(probs_l, p=self.dropout, training=self.training)
+        out_v = self._merge(torch.bmm(probs_v, value_l), batch)
+        out_l = self._merge(torch.bmm(probs_l, value_v), batch)
+        return self.out_v_proj(out_v), self.out_l_proj(out_l)
+
+
+class BiAttentionBlock(nn.Module):
+    """Pre-norm bi-directional attention with layer scale (official ``BiAttentionBlockForCheckpoint``).
+
+    Returns ``(LN_v(v) + gamma_v * delta_v, LN_l(l) + gamma_l * delta_l)``: the residual is taken around the
+    *normalised* inputs. Parameters: ``layer_norm_v``, ``layer_norm_l``, ``attn``, ``gamma_v``, ``gamma_l``.
+    """
+
+    def __init__(self, v_dim: int, l_dim: int, embed_dim: int, num_heads: int, dropout: float = 0.1,
+                 init_values: float = 1e-4, mask_language: bool = False):
+        super().__init__()
+        self.layer_norm_v = nn.LayerNorm(v_dim)
+        self.layer_norm_l = nn.LayerNorm(l_dim)
+        self.attn = BiMultiHeadAttention(v_dim, l_dim, embed_dim, num_heads, dropout=dropout,
+                                         mask_language=mask_language)
+        self.gamma_v = nn.Parameter(torch.full((v_dim,), init_values))
+        self.gamma_l = nn.Parameter(torch.full((l_dim,), init_values))
+
+    def forward(self, v: torch.Tensor, l: torch.Tensor,
+                lang_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``v`` [B, Nv, v_dim], ``l`` [B, Nl, l_dim], ``lang_mask`` [B, Nl] True = valid -> same shapes."""
+        v = self.layer_norm_v(v)
+        l = self.layer_norm_l(l)
+        delta_v, delta_l = self.attn(v, l, lang_mask)
+        return v + self.gamma_v * delta_v, l + self.gamma_l * delta_l
+
+
+class VLFuse(nn.Module):
+    """GLEE's early-fusion layer: one :class:`BiAttentionBlock` named ``b_attn`` (official sizes as defaults)."""
+
+    def __init__(self, img_dim: int = 256, lang_dim: int = 256, embed_dim: int = 2048, num_heads: int = 8,
+                 dropout: float = 0.1, init_values: float = 1.0 / 6, mask_language: bool = False):
+        super().__init__()
+        self.img_dim = img_dim
+        self.lang_dim = lang_dim
+        self.b_attn = BiAttentionBlock(img_dim, lang_dim, embed_dim, num_heads, dropout=dropout,
+                                       init_values=init_values, mask_language=mask_language)
+
+    def forward(self, visual: torch.Tensor, lang_hidden: torch.Tensor,
+                lang_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``visual`` [B, S, img_dim], ``lang_hidden`` [B, L, lang_dim], ``lang_mask`` [B, L] bool (True = valid).
+
+        Returns the fused (visual [B, S, img_dim], language [B, L, lang_dim]).
+        """
+        if visual.dim() != 3 or visual.shape[-1] != self.img_dim:
+            raise ValueError(f"visual must be [B, S, {self.img_dim}], got {tuple(visual.shape)}")
+        if lang_hidden.dim() != 3 or lang_hidden.shape[-1] != self.lang_dim or lang_hidden.shape[0] != visual.shape[0]:
+            raise ValueError(f"lang hidden must be [{visual.shape[0]}, L, {self.lang_dim}], "
+                             f"got {tuple(lang_hidden.shape)}")
+        if lang_mask is not None and (lang_mask.shape != lang_hidden.shape[:2] or lang_mask.dtype != torch.bool):
+            raise ValueError(f"lang mask must be bool {list(lang_hidden.shape[:2])}, "
+                             f"got {lang_mask.dtype} {list(lang_mask.shape)}")
+        return self.b_attn(visual, lang_hidden, lang_mask)

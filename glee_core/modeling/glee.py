@@ -1,0 +1,297 @@
+"""``GleeModel``: backbone, text tower, pixel decoder with early fusion, and object decoder.
+
+The module tree equals the official ``GLEE_Model`` (``glee.*`` in official checkpoints), so official
+weights load by stripping that prefix (:mod:`glee_core.checkpoint`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import CLIPTextModel
+
+from glee_core.checkpoint import (
+    CheckpointError,
+    LoadReport,
+    from_official_names,
+    load_weights,
+    read_state_dict,
+    state_for_saving,
+)
+from glee_core.config import PRESETS, GleeConfig, get_preset
+from glee_core.modeling.backbones import build_backbone
+from glee_core.modeling.decoder import DecoderOutput, MaskDINODecoder, PromptMode
+from glee_core.modeling.decoder_layer import PromptTokens
+from glee_core.modeling.pixel_decoder import MaskDINOEncoder
+from glee_core.modeling.text_encoder import clip_text_config, encode_categories, encode_expressions, text_hidden_states
+from glee_core.modeling.tokenizer import tokenize
+from glee_core.modeling.visual_prompt import (
+    PROMPT_MODES,
+    FeatureFuser,
+    spatial_prompt_tokens,
+    template_crops,
+    template_tokens,
+)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class GleeOutput:
+    """What :meth:`GleeModel.forward` returns, for B images and Q queries.
+
+    Attributes:
+        pred_logits: [B, Q, K] class logits (K categories; 1 for a referring expression).
+        pred_boxes: [B, Q, 4] boxes, cxcywh in [0, 1] of the padded input.
+        pred_masks: [B, Q, Hp/4, Wp/4] mask logits at stride 4 of the padded input.
+        pred_scores: [B, Q, 1] confidence (objectness) logits.
+        query_embeds: [B, Q, 256] final normed decoder states: track embeddings, and the object
+            tokens the LLM side consumes.
+        decoder: the full decoder output (per-layer predictions, proposals) for losses and analysis.
+    """
+
+    pred_logits: torch.Tensor
+    pred_boxes: torch.Tensor
+    pred_masks: torch.Tensor
+    pred_scores: torch.Tensor
+    query_embeds: torch.Tensor
+    decoder: DecoderOutput
+
+
+class GleeModel(nn.Module):
+    """GLEE: detect, segment and ground objects from categories, expressions or visual prompts.
+
+    Build from a :class:`GleeConfig` (random weights) or with :meth:`from_pretrained`.
+    """
+
+    def __init__(self, config: GleeConfig):
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_dim
+        self.backbone = build_backbone(config.backbone, **config.backbone_kwargs)
+        features = list(self.backbone.out_features)
+        channels = {name: self.backbone.out_channels[name] for name in features}
+        strides = {name: self.backbone.out_strides[name] for name in features}
+        if config.visual_prompt:
+            self.sot_fuser = FeatureFuser(in_channels=[channels[n] for n in features[-3:]], channels=hidden)
+        text = config.text
+        text_config = clip_text_config(text.hidden_size, text.intermediate_size, text.num_layers, text.num_heads)
+        self.text_encoder = CLIPTextModel(text_config)
+        if text.distill_teacher:
+            self.text_encoder_teacher = CLIPTextModel(text_config)
+            self.text_encoder_teacher.requires_grad_(False)
+        self.lang_projection = nn.Parameter(torch.randn(text.hidden_size, hidden) / text.hidden_size**0.5)
+        self.pixel_decoder = MaskDINOEncoder(in_channels=channels, in_strides=strides, lang_dim=hidden,
+                                             **config.pixel_decoder)
+        self.predictor = MaskDINODecoder(hidden_dim=hidden, **config.decoder)
+        self.mask_sptial_embed = nn.ParameterList(
+            [nn.Parameter(torch.randn(hidden, hidden) * 0.02) for _ in range(4)])
+        self.pn_indicator = nn.Embedding(2, hidden)
+        self.load_report: LoadReport | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: GleeConfig | str) -> "GleeModel":
+        """A randomly initialised model of a config or preset name."""
+        return cls(get_preset(config) if isinstance(config, str) else config)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        *,
+        preset: str | None = None,
+        strict: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> "GleeModel":
+        """Load a model.
+
+        ``source`` is a folder written by :meth:`save_pretrained` (config.json + model.safetensors),
+        or an official checkpoint file (``.pth`` / ``.safetensors`` with ``glee.*`` names) together
+        with ``preset`` naming its architecture. With ``strict`` (default) every weight must be present
+        and every checkpoint entry used; otherwise ``model.load_report`` records what was not.
+        """
+        path = Path(source)
+        if path.is_dir():
+            config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+            if not config_file.is_file() or not weights_file.is_file():
+                raise CheckpointError(f"{path} is not a gleekit model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+            config = GleeConfig.from_dict(json.loads(config_file.read_text()))
+            state = load_file(str(weights_file))
+            dropped: list[str] = []
+        elif path.is_file():
+            if preset is None:
+                raise CheckpointError(
+                    f"{path} is a checkpoint file; pass preset= (one of {', '.join(sorted(PRESETS))}) to say its architecture")
+            config = get_preset(preset)
+            state, dropped = from_official_names(read_state_dict(path))
+        elif str(source).lower().replace("_", "-") in PRESETS:
+            raise CheckpointError(
+                f"no weights are bundled for preset {source!r}. Download the official GLEE checkpoint and pass its path "
+                f"with preset={source!r}, or use GleeModel.from_config({str(source)!r}) for random weights")
+        else:
+            raise CheckpointError(f"{source!r} is neither a model folder, a checkpoint file nor a preset name")
+        model = cls(config)
+        model.load_report = load_weights(model, state, strict=strict)
+        model.load_report.ignored.extend(dropped)
+        model.eval()
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_file(state_for_saving(self), str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "gleekit"})
+        return directory
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.lang_projection.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lang_projection.dtype
+
+    def _tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = tokenize(list(texts), max_length=self.config.text.max_length)
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        categories: Sequence[str] | None = None,
+        expressions: Sequence[str] | None = None,
+        visual_prompt_masks: torch.Tensor | None = None,
+        visual_prompt_type: str = "box",
+        record: dict[str, torch.Tensor] | None = None,
+    ) -> GleeOutput:
+        """Run GLEE on a normalised, padded batch.
+
+        Args:
+            images: [B, 3, Hp, Wp] normalised images (see :mod:`glee_core.processing`).
+            categories: K names; one logit per name (required with visual prompts too, where the
+                official demo uses ``["object"]``, the default).
+            expressions: B referring expressions, one per image (already normalised).
+            visual_prompt_masks: [B, Hp, Wp] bool prompt masks, one per image.
+            visual_prompt_type: ``box``, ``point``, ``scribble`` or ``mask``.
+            record: if a dict is given, intermediate tensors are stored in it under the names of the
+                official-code fixtures (``text.*``, ``fusion.*``, ``encoder.*``, ``decoder.*``, ``vp.*``, ``out.*``).
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be normalised floats, got dtype {images.dtype}")
+        batch = images.shape[0]
+        images = images.to(device=self.device, dtype=self.dtype)
+        if expressions is not None and (categories is not None or visual_prompt_masks is not None):
+            raise ValueError("give either expressions or categories (optionally with visual prompts), not both")
+        if visual_prompt_masks is not None:
+            mode = PromptMode.VISUAL
+            categories = ["object"] if categories is None else categories
+        elif expressions is not None:
+            mode = PromptMode.REFERRING
+        elif categories is not None:
+            mode = PromptMode.CATEGORY
+        else:
+            raise ValueError("give categories, expressions or visual_prompt_masks")
+
+        decoder_kwargs: dict = {"mode": mode}
+        if mode is PromptMode.REFERRING:
+            if len(expressions) != batch:
+                raise ValueError(f"{len(expressions)} expressions for {batch} images; give one per image")
+            ids, mask = self._tokenize(expressions)
+            enc = encode_expressions(self.text_encoder, self.lang_projection, ids, mask)
+            decoder_kwargs.update(grounding_class=enc.grounding_class,
+                                  text_prompt=PromptTokens(enc.fusion_tokens, enc.grounding_pad_mask))
+            lang = {"hidden": enc.fusion_tokens, "masks": enc.fusion_mask}
+            self._record_text(record, ids, mask, grounding_class=enc.grounding_class,
+                              grounding_tokens=enc.grounding_tokens, grounding_nonzero_mask=enc.grounding_pad_mask)
+        else:
+            if len(categories) == 0:
+                raise ValueError("categories is empty; give at least one name")
+            ids, mask = self._tokenize(categories)
+            enc = encode_categories(self.text_encoder, self.lang_projection, ids, mask)
+            decoder_kwargs["class_embeddings"] = enc.class_embeddings
+            tokens = enc.fusion_tokens.expand(batch, -1, -1)
+            lang = {"hidden": tokens, "masks": torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)}
+            self._record_text(record, ids, mask, class_embeddings=enc.class_embeddings)
+
+        features = self.backbone(images)
+        if mode is PromptMode.VISUAL:
+            lang = self._add_template_tokens(images, visual_prompt_masks, visual_prompt_type, lang, record)
+        if record is not None:
+            record["fusion.lang_in"], record["fusion.lang_in_mask"] = lang["hidden"], lang["masks"]
+        pixels = self.pixel_decoder(features, lang=lang if self.config.early_fusion else None,
+                                    return_intermediates=record is not None)
+        if mode is PromptMode.VISUAL:
+            levels = spatial_prompt_tokens(pixels.multi_scale_features, visual_prompt_masks.to(images.device),
+                                           list(self.mask_sptial_embed), self.pn_indicator.weight)
+            decoder_kwargs["visual_prompts"] = [PromptTokens(t.transpose(0, 1), m) for t, m in levels]
+            if record is not None:
+                for level, (tokens, pad) in enumerate(levels):
+                    record[f"vp.prompt_tokens.{level}"], record[f"vp.prompt_tokens_pad_mask.{level}"] = tokens, pad
+        out = self.predictor(pixels.multi_scale_features, pixels.mask_features, **decoder_kwargs)
+        if record is not None:
+            self._record_pixels_and_decoder(record, features, pixels, out)
+        return GleeOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.pred_scores, out.pred_track_embed, out)
+
+    def _add_template_tokens(self, images, prompt_masks, prompt_type, lang, record):
+        """Visual prompts: the template branch's 1024 tokens join the early-fusion language input."""
+        if not self.config.visual_prompt:
+            raise ValueError("this model was built without visual-prompt support (config.visual_prompt=False)")
+        if prompt_type not in PROMPT_MODES:
+            raise ValueError(f"visual_prompt_type must be one of {PROMPT_MODES}, got {prompt_type!r}")
+        if prompt_masks.dim() != 3 or prompt_masks.shape[0] != images.shape[0] or prompt_masks.shape[-2:] != images.shape[-2:]:
+            raise ValueError(f"visual_prompt_masks must be [B, Hp, Wp] = {[images.shape[0], *images.shape[-2:]]}, "
+                             f"got {list(prompt_masks.shape)}")
+        prompt_masks = prompt_masks.to(device=images.device, dtype=torch.bool)
+        if not bool(prompt_masks.flatten(1).any(1).all()):
+            raise ValueError("a visual prompt mask is empty")
+        crops = template_crops(images, prompt_masks, prompt_type)
+        ref_feats, ref_masks = template_tokens(self.backbone, self.sot_fuser, crops)
+        if record is not None:
+            record["vp.prompt_mask"], record["vp.template_crop"], record["vp.ref_feats"] = prompt_masks, crops, ref_feats
+        return {"hidden": torch.cat([lang["hidden"], ref_feats.to(lang["hidden"].dtype)], dim=1),
+                "masks": torch.cat([lang["masks"], ref_masks], dim=1)}
+
+    def _record_text(self, record, ids, mask, **named: torch.Tensor) -> None:
+        if record is None:
+            return
+        record["text.input_ids"], record["text.attention_mask"] = ids, mask
+        with torch.no_grad():
+            record["text.last_hidden_state"] = text_hidden_states(self.text_encoder, ids, mask)
+        for name, value in named.items():
+            record[f"text.{name}"] = value
+
+    @staticmethod
+    def _record_pixels_and_decoder(record, features, pixels, out: DecoderOutput) -> None:
+        for name, value in features.items():
+            record[f"backbone.{name}"] = value
+        record.update(pixels.intermediates or {})
+        record["encoder.memory"] = pixels.memory
+        record["encoder.spatial_shapes"] = pixels.spatial_shapes
+        record["pixel_decoder.mask_features"] = pixels.mask_features
+        for level, value in enumerate(pixels.multi_scale_features):
+            record[f"pixel_decoder.multi_scale.{level}"] = value
+        record.update({
+            "decoder.proposal_scores": out.proposal_scores, "decoder.proposal_index": out.proposal_index,
+            "decoder.interm.logits": out.interm_logits, "decoder.interm.boxes": out.interm_boxes,
+            "decoder.interm.scores": out.interm_scores, "decoder.interm.masks": out.interm_masks,
+            "decoder.references": out.references, "decoder.logits": out.layer_logits,
+            "decoder.boxes": out.layer_boxes, "decoder.scores": out.layer_scores, "decoder.hs": out.hs,
+            "out.pred_logits": out.pred_logits, "out.pred_boxes": out.pred_boxes, "out.pred_masks": out.pred_masks,
+            "out.pred_scores": out.pred_scores, "out.pred_track_embed": out.pred_track_embed,
+        })

@@ -1,0 +1,148 @@
+"""Multi-scale deformable attention (Deformable DETR), as used by GLEE's pixel decoder and object decoder.
+
+The sampling core is a plain-PyTorch ``grid_sample`` implementation, numerically the official CPU fallback
+``ms_deform_attn_core_pytorch`` (bilinear, zeros padding, ``align_corners=False``). A faster kernel can be plugged
+in process-wide with :func:`set_ms_deform_attn_kernel`; every :class:`MSDeformAttn` then calls it instead.
+
+A kernel has the signature ``kernel(value, spatial_shapes, level_start_index, sampling_locations,
+attention_weights) -> output`` with
+
+* ``value`` [N, S, M, D] (S = sum of H_l * W_l, M heads, D channels per head),
+* ``spatial_shapes`` [L, 2] int64 (H_l, W_l), ``level_start_index`` [L] int64,
+* ``sampling_locations`` [N, Lq, M, L, P, 2] (x, y) in [0, 1] of each level (float32 or wider),
+* ``attention_weights`` [N, Lq, M, L, P] (softmax over L * P),
+* ``output`` [N, Lq, M * D].
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MSDeformAttnKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ms_deform_attn_core_pytorch(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                                sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """Reference kernel: bilinear ``grid_sample`` per level, then the attention-weighted sum (shapes: module doc).
+
+    Computes in float32 (or wider) and returns ``value``'s dtype: CPU ``grid_sample`` in bfloat16 is imprecise
+    and can return non-finite values for points outside the map. ``level_start_index`` is implied by
+    ``spatial_shapes`` here; it is part of the signature for kernels that need it.
+    """
+    out_dtype = value.dtype
+    dtype = torch.promote_types(value.dtype, torch.float32)
+    value, sampling_locations, attention_weights = (t.to(dtype) for t in (value, sampling_locations,
+                                                                         attention_weights))
+    n, _, heads, dim = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        # [N, H*W, M, D] -> [N*M, D, H, W]
+        value_l = value_per_level[lvl].flatten(2).transpose(1, 2).reshape(n * heads, dim, h, w)
+        # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
+        grid_l = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+    # [N, Lq, M, L, P] -> [N*M, 1, Lq, L*P]
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels * points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, heads * dim, num_queries)
+    return out.transpose(1, 2).contiguous().to(out_dtype)
+
+
+_kernel: MSDeformAttnKernel = ms_deform_attn_core_pytorch
+
+
+def set_ms_deform_attn_kernel(kernel: MSDeformAttnKernel | None) -> None:
+    """Use ``kernel`` (signature in the module doc) in every :class:`MSDeformAttn`; None restores the reference."""
+    global _kernel
+    _kernel = ms_deform_attn_core_pytorch if kernel is None else kernel
+
+
+def get_ms_deform_attn_kernel() -> MSDeformAttnKernel:
+    """The kernel :class:`MSDeformAttn` currently calls."""
+    return _kernel
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention: each query samples ``n_points`` per head and level around its reference.
+
+    Parameters: ``sampling_offsets`` (d_model -> heads*levels*points*2), ``attention_weights``
+    (d_model -> heads*levels*points), ``value_proj`` and ``output_proj`` (d_model -> d_model).
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: zero offsets weights with a ring of per-head directions as bias, uniform attention."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.n_levels, self.n_points, 1)
+        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(self, query: torch.Tensor, reference_points: torch.Tensor, value_input: torch.Tensor,
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend from ``query`` [N, Lq, C] to the flattened multi-level ``value_input`` [N, S, C].
+
+        ``reference_points`` [N, Lq, L, 2] are (x, y) points or [N, Lq, L, 4] (cx, cy, w, h) boxes, in [0, 1];
+        ``spatial_shapes`` [L, 2] int64; ``level_start_index`` [L]; ``padding_mask`` [N, S] True where padded.
+        Returns [N, Lq, C].
+        """
+        if query.dim() != 3 or value_input.dim() != 3:
+            raise ValueError(f"query and value_input must be [N, L, C], got {tuple(query.shape)} "
+                             f"and {tuple(value_input.shape)}")
+        n, num_queries, _ = query.shape
+        num_values = value_input.shape[1]
+        if spatial_shapes.shape != (self.n_levels, 2):
+            raise ValueError(f"spatial_shapes must be [{self.n_levels}, 2], got {tuple(spatial_shapes.shape)}")
+        if int(spatial_shapes.prod(1).sum()) != num_values:
+            raise ValueError(f"spatial_shapes cover {int(spatial_shapes.prod(1).sum())} positions, "
+                             f"value_input has {num_values}")
+
+        value = self.value_proj(value_input)
+        if padding_mask is not None:
+            value = value.masked_fill(padding_mask[..., None], 0.0)
+        value = value.view(n, num_values, self.n_heads, self.d_model // self.n_heads)
+        offsets = self.sampling_offsets(query).view(n, num_queries, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(n, num_queries, self.n_heads, self.n_levels * self.n_points)
+        weights = weights.softmax(-1).view(n, num_queries, self.n_heads, self.n_levels, self.n_points)
+
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+        else:
+            raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {reference_points.shape[-1]}")
+
+        locations = locations.to(torch.promote_types(locations.dtype, torch.float32))
+        out = _kernel(value, spatial_shapes, level_start_index, locations, weights)
+        return self.output_proj(out)

@@ -1,0 +1,113 @@
+"""CLIP text tower of GLEE and the two ways the model turns its tokens into prompts.
+
+GleeModel owns ``text_encoder`` (and the frozen distillation copy ``text_encoder_teacher``), each a
+transformers ``CLIPTextModel(clip_text_config(...))`` whose state-dict names (``embeddings.*``,
+``encoder.layers.*``, ``final_layer_norm.*``) are the official ones, plus ``lang_projection``, a bare
+[LANG_DIM, 256] matrix. The functions here are pure: they take those modules and tokenized text.
+
+* Categories: each name is one sequence; its class embedding is the mean over BOS..EOS of the
+  projected tokens (project, then pool); the early-fusion input is every valid projected token of
+  every name, concatenated in order.
+* Expressions (referring): one sequence per image; the decoder gets all 77 projected tokens
+  (sequence first) with a PAD mask, and the class embedding is pooled the same way.
+
+The text model always runs on all positions with the attention mask; its causal mask already keeps
+the BOS..EOS outputs independent of the padding, the mask only changes the PAD positions' outputs.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .tokenizer import CONTEXT_LENGTH, VOCAB_SIZE
+
+
+def clip_text_config(
+    hidden_size: int = 512, intermediate_size: int = 2048, num_layers: int = 12, num_heads: int = 8
+) -> CLIPTextConfig:
+    """CLIP ViT-B/32 text-tower config (real: 512/2048/12/8; tiny fixtures: 32/128/2/4).
+
+    Vocabulary 49408, 77 positions, quick_gelu, LayerNorm eps 1e-5, and the special-token ids of the
+    repo's ``clip_vit_base_patch32/config.json`` (they only affect the unused pooled output).
+    """
+    return CLIPTextConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        max_position_embeddings=CONTEXT_LENGTH,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+        attention_dropout=0.0,
+        projection_dim=512,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+
+
+class CategoryEncoding(NamedTuple):
+    class_embeddings: torch.Tensor  # [K, 256]
+    fusion_tokens: torch.Tensor  # [1, sum_k L_k, 256]
+
+
+class ExpressionEncoding(NamedTuple):
+    grounding_tokens: torch.Tensor  # [77, B, 256], sequence first
+    grounding_pad_mask: torch.Tensor  # [B, 77] bool, True = PAD
+    grounding_class: torch.Tensor  # [B, 256]
+    fusion_tokens: torch.Tensor  # [B, 77, 256]
+    fusion_mask: torch.Tensor  # [B, 77] bool, True = valid
+
+
+def text_hidden_states(text_model: CLIPTextModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """CLIP last hidden state [N, L, D] of ``input_ids``/``attention_mask`` [N, L] (L <= 77)."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [N, L], got shape {tuple(input_ids.shape)}")
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    if input_ids.shape[1] > text_model.config.max_position_embeddings:
+        raise ValueError(f"sequences of {input_ids.shape[1]} tokens exceed {text_model.config.max_position_embeddings} positions")
+    if bool((attention_mask.sum(-1) == 0).any()):
+        raise ValueError("a sequence has an all-zero attention mask (no BOS/EOS)")
+    return text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _project(text_model: CLIPTextModel, lang_projection: torch.Tensor, input_ids: torch.Tensor,
+             attention_mask: torch.Tensor) -> torch.Tensor:
+    """Projected tokens ``last_hidden_state @ lang_projection`` [N, L, 256]."""
+    if lang_projection.dim() != 2 or lang_projection.shape[0] != text_model.config.hidden_size:
+        raise ValueError(
+            f"lang_projection must be [{text_model.config.hidden_size}, C], got shape {tuple(lang_projection.shape)}")
+    return text_hidden_states(text_model, input_ids, attention_mask) @ lang_projection
+
+
+def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of ``tokens`` [N, L, C] over positions where ``mask`` [N, L] is nonzero -> [N, C]."""
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(1) / weights.sum(1)
+
+
+def encode_categories(text_model: CLIPTextModel, lang_projection: torch.Tensor,
+                      input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CategoryEncoding:
+    """K category names (tokenized, [K, 77]) -> class embeddings [K, 256] and fusion tokens [1, ΣL_k, 256]."""
+    tokens = _project(text_model, lang_projection, input_ids, attention_mask)
+    class_embeddings = mean_pool(tokens, attention_mask)
+    fusion_tokens = tokens.flatten(0, 1)[attention_mask.flatten() > 0].unsqueeze(0)
+    return CategoryEncoding(class_embeddings, fusion_tokens)
+
+
+def encode_expressions(text_model: CLIPTextModel, lang_projection: torch.Tensor,
+                       input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ExpressionEncoding:
+    """B referring expressions (tokenized, [B, 77], one per image) -> decoder prompt tokens and class embeddings."""
+    tokens = _project(text_model, lang_projection, input_ids, attention_mask)
+    valid = attention_mask > 0
+    return ExpressionEncoding(
+        grounding_tokens=tokens.transpose(0, 1),
+        grounding_pad_mask=~valid,
+        grounding_class=mean_pool(tokens, attention_mask),
+        fusion_tokens=tokens,
+        fusion_mask=valid,
+    )

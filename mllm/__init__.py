@@ -1,0 +1,1 @@
+"""gleekit: mllm (see its issue; not implemented yet)."""

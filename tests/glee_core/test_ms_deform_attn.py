@@ -1,0 +1,126 @@
+"""Multi-scale deformable attention: the grid_sample core against explicit bilinear sampling, the kernel hook,
+sampling-location formulas, and a bfloat16 run."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from glee_core.modeling.ms_deform_attn import (
+    MSDeformAttn,
+    get_ms_deform_attn_kernel,
+    ms_deform_attn_core_pytorch,
+    set_ms_deform_attn_kernel,
+)
+
+SHAPES = torch.tensor([[3, 4], [2, 3]])
+LEVEL_START = torch.tensor([0, 12])
+
+
+def naive_core(value, spatial_shapes, level_start_index, locations, weights):
+    """Bilinear sampling written out per point: pixel centres at (i + 0.5) / size, zeros outside the map."""
+    n, _, heads, dim = value.shape
+    _, num_queries, _, levels, points, _ = locations.shape
+    out = torch.zeros(n, num_queries, heads, dim, dtype=value.dtype)
+    for b in range(n):
+        for q in range(num_queries):
+            for m in range(heads):
+                for lvl in range(levels):
+                    h, w = spatial_shapes[lvl].tolist()
+                    start = int(level_start_index[lvl])
+                    for p in range(points):
+                        x = locations[b, q, m, lvl, p, 0].item() * w - 0.5
+                        y = locations[b, q, m, lvl, p, 1].item() * h - 0.5
+                        x0, y0 = math.floor(x), math.floor(y)
+                        for xi, yi in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
+                            if 0 <= xi < w and 0 <= yi < h:
+                                bilinear = (1 - abs(x - xi)) * (1 - abs(y - yi))
+                                out[b, q, m] += (weights[b, q, m, lvl, p] * bilinear
+                                                 * value[b, start + yi * w + xi, m])
+    return out.flatten(2)
+
+
+def random_inputs(dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n, heads, dim, num_queries, points = 2, 2, 3, 5, 3
+    value = torch.randn(n, int(SHAPES.prod(1).sum()), heads, dim, generator=g, dtype=dtype)
+    # points beyond [0, 1] exercise the zero padding
+    locations = torch.rand(n, num_queries, heads, 2, points, 2, generator=g, dtype=dtype) * 1.6 - 0.3
+    weights = torch.rand(n, num_queries, heads, 2, points, generator=g, dtype=dtype)
+    return value, locations, weights / weights.sum((-1, -2), keepdim=True)
+
+
+def test_core_matches_explicit_bilinear_sampling():
+    value, locations, weights = random_inputs()
+    expected = naive_core(value, SHAPES, LEVEL_START, locations, weights)
+    actual = ms_deform_attn_core_pytorch(value, SHAPES, LEVEL_START, locations, weights)
+    assert actual.shape == (2, 5, 6)
+    assert expected.abs().max() > 0.1
+    torch.testing.assert_close(actual, expected, atol=1e-10, rtol=0)
+
+
+def _module(d_model=8, n_levels=2, n_heads=2, n_points=3, seed=0):
+    torch.manual_seed(seed)
+    module = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return module
+
+
+@pytest.mark.parametrize("box", [False, True])
+def test_kernel_hook_receives_official_sampling_locations(box):
+    module = _module().double()
+    g = torch.Generator().manual_seed(1)
+    query = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    memory = torch.randn(2, 18, 8, generator=g, dtype=torch.float64)
+    ref = torch.rand(2, 5, 2, 4 if box else 2, generator=g, dtype=torch.float64)
+    seen = {}
+
+    def recording_kernel(value, spatial_shapes, level_start_index, locations, weights):
+        seen.update(value=value, locations=locations, weights=weights)
+        return naive_core(value, spatial_shapes, level_start_index, locations, weights)
+
+    set_ms_deform_attn_kernel(recording_kernel)
+    try:
+        assert get_ms_deform_attn_kernel() is recording_kernel
+        out = module(query, ref, memory, SHAPES, LEVEL_START)
+    finally:
+        set_ms_deform_attn_kernel(None)
+    assert get_ms_deform_attn_kernel() is ms_deform_attn_core_pytorch
+
+    offsets = module.sampling_offsets(query).view(2, 5, 2, 2, 3, 2)
+    if box:
+        expected = ref[:, :, None, :, None, :2] + offsets / 3 * ref[:, :, None, :, None, 2:] * 0.5
+    else:
+        normalizer = SHAPES.flip(-1).to(torch.float64)  # (W, H) per level
+        expected = ref[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+    torch.testing.assert_close(seen["locations"], expected)
+    torch.testing.assert_close(seen["weights"].sum((-1, -2)), torch.ones(2, 5, 2, dtype=torch.float64))
+    torch.testing.assert_close(out, module(query, ref, memory, SHAPES, LEVEL_START))
+
+
+def test_bfloat16_run_is_finite_and_close_to_float32():
+    module = _module(d_model=32, n_levels=2, n_heads=4, n_points=4)
+    with torch.no_grad():
+        module.sampling_offsets.bias.mul_(4.0)  # many points outside the maps
+    g = torch.Generator().manual_seed(2)
+    query = torch.randn(2, 18, 32, generator=g)
+    ref = torch.rand(2, 18, 2, 2, generator=g)
+    ref32 = module(query, ref, query, SHAPES, LEVEL_START)
+    out = module.to(torch.bfloat16)(query.bfloat16(), ref.bfloat16(), query.bfloat16(), SHAPES, LEVEL_START)
+    assert out.dtype == torch.bfloat16 and out.shape == ref32.shape
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref32).abs().max() < 0.05 * max(1.0, ref32.abs().max().item())
+
+
+def test_input_validation():
+    module = _module()
+    query = torch.randn(1, 5, 8)
+    with pytest.raises(ValueError, match="spatial_shapes cover"):
+        module(query, torch.rand(1, 5, 2, 2), torch.randn(1, 17, 8), SHAPES, LEVEL_START)
+    with pytest.raises(ValueError, match="2 or 4"):
+        module(query, torch.rand(1, 5, 2, 3), torch.randn(1, 18, 8), SHAPES, LEVEL_START)
+    with pytest.raises(ValueError, match="divisible"):
+        MSDeformAttn(10, 2, 4, 3)

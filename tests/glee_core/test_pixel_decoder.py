@@ -1,0 +1,179 @@
+"""MaskDINOEncoder (pixel decoder with early fusion): state-dict layout against the official manifests, parity
+with the tiny oracle's encoder / pixel-decoder intermediates, real-size lite-r50 encoder memory (category and
+referring), the early-fusion language-mask quirk, and a bfloat16 run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from glee_core.modeling.backbones.resnet import ResNet
+from glee_core.modeling.early_fusion import VLFuse
+from glee_core.modeling.pixel_decoder import MaskDINOEncoder
+from tests.conftest import REFERENCE_DIR, assert_close, load_case, require_reference, seeded_state
+
+RESNET_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+PRESET_KWARGS = {
+    "tiny": dict(in_channels={"res2": 32, "res3": 64, "res4": 128, "res5": 256}, in_strides=RESNET_STRIDES,
+                 dim_feedforward=128, num_encoder_layers=2),
+    "lite_r50": dict(in_channels={"res2": 256, "res3": 512, "res4": 1024, "res5": 2048}, in_strides=RESNET_STRIDES,
+                     dim_feedforward=2048, num_encoder_layers=6),
+    "plus_swinl": dict(in_channels={"res2": 192, "res3": 384, "res4": 768, "res5": 1536}, in_strides=RESNET_STRIDES,
+                       dim_feedforward=2048, num_encoder_layers=6),
+    "pro_eva02l": dict(in_channels={"p3": 256, "p4": 256, "p5": 256, "p6": 256},
+                       in_strides={"p3": 8, "p4": 16, "p5": 32, "p6": 64},
+                       transformer_in_features=("p3", "p4", "p5", "p6"), project_inputs=False,
+                       dim_feedforward=2048, num_encoder_layers=6),
+}
+PREFIX = "pixel_decoder."
+
+
+def _subtree(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+
+
+def _lang(case) -> dict[str, torch.Tensor]:
+    return {"hidden": case["fusion.lang_in"], "masks": case["fusion.lang_in_mask"]}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_KWARGS))
+def test_state_dict_matches_manifest(preset):
+    require_reference()
+    expected = {}
+    for row in (REFERENCE_DIR / f"{preset}_state_dict.tsv").read_text().splitlines()[1:]:
+        name, shape, dtype = row.split("\t")[:3]
+        if name.startswith("glee." + PREFIX):
+            expected[name[len("glee." + PREFIX):]] = (json.loads(shape), dtype)
+    with torch.device("meta"):
+        model = MaskDINOEncoder(**PRESET_KWARGS[preset])
+    actual = {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
+    assert actual == expected, (f"missing {sorted(set(expected) - set(actual))[:5]}, "
+                                f"extra {sorted(set(actual) - set(expected))[:5]}, "
+                                f"different {[k for k in expected if k in actual and actual[k] != expected[k]][:5]}")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_state) -> MaskDINOEncoder:
+    model = MaskDINOEncoder(**PRESET_KWARGS["tiny"]).eval()
+    model.load_state_dict(_subtree(tiny_state))
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_case():
+    case = load_case("a_category_det")
+    return case, {name: case[f"backbone.{name}"] for name in RESNET_STRIDES}
+
+
+def test_tiny_parity_all_intermediates(tiny_model, tiny_case):
+    case, features = tiny_case
+    with torch.no_grad():
+        out = tiny_model(features, _lang(case), return_intermediates=True)
+    produced = dict(out.intermediates)
+    produced["encoder.memory"] = out.memory
+    produced["pixel_decoder.mask_features"] = out.mask_features
+    produced.update({f"pixel_decoder.multi_scale.{i}": f for i, f in enumerate(out.multi_scale_features)})
+    expected_names = [k for k in case.tensors if k.startswith(("encoder.", "pixel_decoder."))]
+    assert sorted(expected_names) == sorted([*produced, "encoder.spatial_shapes"])
+    for name, tensor in produced.items():
+        assert_close(tensor, case[name], name=name)
+    assert torch.equal(out.spatial_shapes, case["encoder.spatial_shapes"])
+    assert out.spatial_shapes.tolist() == [[16, 20], [8, 10], [4, 5], [2, 3]]  # strides 8, 16, 32, 64
+    assert out.level_start_index.tolist() == [0, 320, 400, 420]
+
+
+def test_tiny_without_language_skips_fusion(tiny_model, tiny_case):
+    case, features = tiny_case
+    with torch.no_grad():
+        out = tiny_model(features, None, return_intermediates=True)
+    assert not any(k.startswith("encoder.vl") for k in out.intermediates)
+    assert_close(out.intermediates["encoder.src.0"], case["encoder.src.0"], name="src.0")
+    assert (out.memory - case["encoder.memory"]).abs().max() > 1e-2
+
+
+def test_tiny_bfloat16_run(tiny_state, tiny_case):
+    case, features = tiny_case
+    model = MaskDINOEncoder(**PRESET_KWARGS["tiny"]).eval()
+    model.load_state_dict(_subtree(tiny_state))
+    model.to(torch.bfloat16)
+    lang = {"hidden": case["fusion.lang_in"].bfloat16(), "masks": case["fusion.lang_in_mask"]}
+    with torch.no_grad():
+        out = model({k: v.bfloat16() for k, v in features.items()}, lang)
+    for name, got in (("encoder.memory", out.memory), ("pixel_decoder.mask_features", out.mask_features)):
+        assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+        diff = (got.float() - case[name]).abs()
+        assert diff.max() < 0.2 and diff.mean() < 0.02, f"{name}: max {diff.max():.3g} mean {diff.mean():.3g}"
+
+
+def test_input_validation(tiny_model, tiny_case):
+    case, features = tiny_case
+    with pytest.raises(ValueError, match="missing backbone feature 'res2'"):
+        tiny_model({k: v for k, v in features.items() if k != "res2"})
+    with pytest.raises(ValueError, match="'res3' must be"):
+        tiny_model({**features, "res3": features["res3"][:, :10]})
+    with pytest.raises(ValueError, match="lang hidden"):
+        tiny_model(features, {"hidden": case["fusion.lang_in"][..., :32], "masks": case["fusion.lang_in_mask"]})
+    with pytest.raises(ValueError, match="project_inputs=False"):
+        MaskDINOEncoder(**{**PRESET_KWARGS["tiny"], "project_inputs": False})
+
+
+def test_level_orders_and_strides():
+    torch.manual_seed(0)
+    high2low = MaskDINOEncoder(**{**PRESET_KWARGS["tiny"], "feature_order": "high2low",
+                                  "num_encoder_layers": 1}).eval()
+    features = {name: torch.randn(1, c, 64 // s, 96 // s) for (name, c), s in
+                zip(PRESET_KWARGS["tiny"]["in_channels"].items(), RESNET_STRIDES.values())}
+    with torch.no_grad():
+        out = high2low(features)
+    assert out.spatial_shapes.tolist() == [[1, 2], [2, 3], [4, 6], [8, 12]]
+    assert out.mask_features.shape == (1, 256, 16, 24)
+
+    vit = MaskDINOEncoder(**{**PRESET_KWARGS["pro_eva02l"], "num_encoder_layers": 1}).eval()
+    features = {f"p{i}": torch.randn(1, 256, -(-80 // 2 ** i), -(-144 // 2 ** i)) for i in range(3, 7)}
+    with torch.no_grad():
+        out = vit(features)
+    assert out.spatial_shapes.tolist() == [[10, 18], [5, 9], [3, 5], [2, 3]]
+    assert out.mask_features.shape == (1, 256, 10, 18)  # EVA02: mask features at stride 8
+    assert [tuple(f.shape[-2:]) for f in out.multi_scale_features] == [(10, 18), (5, 9), (3, 5), (2, 3)]
+
+
+def test_language_mask_quirk():
+    """Official: the bool language mask is a no-op; ``mask_language=True`` gives the intended masking."""
+    torch.manual_seed(0)
+    fuse = VLFuse(img_dim=16, lang_dim=8, embed_dim=32, num_heads=4).eval()
+    visual, lang = torch.randn(2, 6, 16), torch.randn(2, 5, 8)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    lang_changed = lang.clone()
+    lang_changed[1, 2:] = 3.0 * torch.randn(3, 8)  # padded tokens of the second prompt
+    with torch.no_grad():
+        official = fuse(visual, lang, mask)[0]
+        assert torch.equal(official, fuse(visual, lang, None)[0])
+        assert (fuse(visual, lang_changed, mask)[0][1] - official[1]).abs().max() > 1e-3
+        fuse.b_attn.attn.mask_language = True
+        masked = fuse(visual, lang, mask)[0]
+        torch.testing.assert_close(masked[0], official[0])
+        torch.testing.assert_close(fuse(visual, lang_changed, mask)[0], masked)
+
+
+@pytest.fixture(scope="module")
+def lite_models():
+    state = seeded_state("lite-r50")
+    backbone = ResNet(depth=50).eval()
+    backbone.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
+    decoder = MaskDINOEncoder(**PRESET_KWARGS["lite_r50"]).eval()
+    decoder.load_state_dict(_subtree(state))
+    return backbone, decoder
+
+
+@pytest.mark.parametrize("case_name", ["lite_r50_a_category", "lite_r50_b_referring"])
+def test_lite_r50_encoder_memory(lite_models, case_name):
+    """Real size, from the image. The referring prompt has 67 padded tokens that the official fusion attends."""
+    backbone, decoder = lite_models
+    case = load_case(case_name)
+    with torch.no_grad():
+        features = backbone(case["input.image"])
+        out = decoder(features, _lang(case))
+    assert torch.equal(out.spatial_shapes, case["encoder.spatial_shapes"])
+    assert_close(out.memory, case["encoder.memory"], name="encoder.memory")
+    assert out.mask_features.shape == (1, 256, 40, 56)

@@ -1,0 +1,1 @@
+"""gleekit: train (see its issue; not implemented yet)."""
