@@ -148,7 +148,7 @@ def _pro_eva02l() -> GleeConfig:
     return GleeConfig(
         backbone="eva02",
         backbone_kwargs={},
-        pixel_decoder=_pixel_decoder(["p3", "p4", "p5", "p6"], 6, 2048),
+        pixel_decoder={**_pixel_decoder(["p3", "p4", "p5", "p6"], 6, 2048), "project_inputs": False},
         decoder=_decoder(300, 9, 2048),
         input=InputSpec(lsj=True, lsj_size=1536),
         preset="pro-eva02l",

@@ -226,8 +226,8 @@ class MaskDINODecoder(nn.Module):
             return torch.einsum("bqc,bc->bq", projected, grounding_class).unsqueeze(-1)
         return torch.einsum("bqc,nc->bqn", projected, class_embeddings)
 
-    def prediction_heads(self, queries: torch.Tensor, mask_features: torch.Tensor, class_embeddings: torch.Tensor | None,
-                         grounding_class: torch.Tensor | None, with_masks: bool
+    def prediction_heads(self, queries: torch.Tensor, mask_features: torch.Tensor,
+                         class_embeddings: torch.Tensor | None, grounding_class: torch.Tensor | None, with_masks: bool
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """queries [B, Q, C] -> (logits [B, Q, K], confidence [B, Q, 1], masks [B, Q, H, W] or None).
 
@@ -251,7 +251,8 @@ class MaskDINODecoder(nn.Module):
                 raise ValueError(f"multi_scale_features[{i}] must be [{batch}, {self.hidden_dim}, h, w], "
                                  f"got {tuple(f.shape)}")
         if mask_features.dim() != 4 or mask_features.shape[:2] != (batch, self.mask_dim):
-            raise ValueError(f"mask_features must be [{batch}, {self.mask_dim}, H, W], got {tuple(mask_features.shape)}")
+            raise ValueError(f"mask_features must be [{batch}, {self.mask_dim}, H, W], "
+                             f"got {tuple(mask_features.shape)}")
         if mode is PromptMode.REFERRING:
             if grounding_class is None or grounding_class.shape != (batch, self.dim_projection):
                 raise ValueError(f"referring mode needs grounding_class [{batch}, {self.dim_projection}], got "

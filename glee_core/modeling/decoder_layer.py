@@ -146,7 +146,8 @@ class TransformerDecoder(nn.Module):
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, refpoints_unsigmoid: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, *,
                 self_attn_mask: torch.Tensor | None = None,
-                layer_prompts: list[PromptTokens | None] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                layer_prompts: list[PromptTokens | None] | None = None
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """tgt [B, Q, C]; memory [B, S, C]; refpoints_unsigmoid [B, Q, 4]; ``layer_prompts``: the prompt of
         each layer (or None).
 

@@ -62,14 +62,17 @@ class ExpressionEncoding(NamedTuple):
     fusion_mask: torch.Tensor  # [B, 77] bool, True = valid
 
 
-def text_hidden_states(text_model: CLIPTextModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def text_hidden_states(text_model: CLIPTextModel, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor) -> torch.Tensor:
     """CLIP last hidden state [N, L, D] of ``input_ids``/``attention_mask`` [N, L] (L <= 77)."""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be [N, L], got shape {tuple(input_ids.shape)}")
     if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
-    if input_ids.shape[1] > text_model.config.max_position_embeddings:
-        raise ValueError(f"sequences of {input_ids.shape[1]} tokens exceed {text_model.config.max_position_embeddings} positions")
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    positions = text_model.config.max_position_embeddings
+    if input_ids.shape[1] > positions:
+        raise ValueError(f"sequences of {input_ids.shape[1]} tokens exceed the {positions} positions")
     if bool((attention_mask.sum(-1) == 0).any()):
         raise ValueError("a sequence has an all-zero attention mask (no BOS/EOS)")
     return text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -34,7 +34,8 @@ _MODES_ADDING_MASK = ("point", "scribble")
 def _check_sizes(image_hw: Sequence[int], padded_hw: Sequence[int]) -> tuple[int, int, int, int]:
     (h, w), (hp, wp) = (int(s) for s in image_hw), (int(s) for s in padded_hw)
     if h <= 0 or w <= 0 or hp < h or wp < w:
-        raise ValueError(f"need 0 < image_hw <= padded_hw, got image_hw={tuple(image_hw)}, padded_hw={tuple(padded_hw)}")
+        raise ValueError(
+            f"need 0 < image_hw <= padded_hw, got image_hw={tuple(image_hw)}, padded_hw={tuple(padded_hw)}")
     return h, w, hp, wp
 
 
@@ -107,7 +108,7 @@ def mask_box_xywh(mask: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 def template_crops(images: torch.Tensor, prompt_masks: torch.Tensor, mode: PromptMode) -> torch.Tensor:
-    """Template crops [B, 3, 256, 256] of normalised padded ``images`` [B, 3, Hp, Wp] around ``prompt_masks`` [B, Hp, Wp].
+    """Template crops [B, 3, 256, 256] of ``images`` [B, 3, Hp, Wp] (normalised, padded) around ``prompt_masks``.
 
     For point and scribble prompts the mask (1.0) is first added to every channel. The square crop has side
     ceil(2·sqrt(w·h)) and is centred on the mask box (Python ``round``, start clamped at 0, the end cut at the
@@ -179,10 +180,11 @@ class FeatureFuser(nn.Module):
             if out is None:
                 out = y
                 continue
-            factor_h, factor_w = out.shape[-2] // y.shape[-2], out.shape[-1] // y.shape[-1]
-            if factor_h != factor_w or factor_h * y.shape[-2] != out.shape[-2] or factor_w * y.shape[-1] != out.shape[-1]:
-                raise ValueError(f"cannot upsample {tuple(y.shape[-2:])} to {tuple(out.shape[-2:])} by one integer factor")
-            out = out + aligned_bilinear(y, factor_h)
+            factor = out.shape[-2] // y.shape[-2]
+            if tuple(out.shape[-2:]) != (factor * y.shape[-2], factor * y.shape[-1]):
+                raise ValueError(
+                    f"cannot upsample {tuple(y.shape[-2:])} to {tuple(out.shape[-2:])} by one integer factor")
+            out = out + aligned_bilinear(y, factor)
         return out
 
 
@@ -204,16 +206,17 @@ def prompt_points(prompt_masks: torch.Tensor, max_points: int = MAX_PROMPT_POINT
     """Prompt pixels of each mask [B, Hp, Wp] as float32 (y / Hp, x / Wp) rows [P_b, 2], in ``nonzero`` order.
 
     With more than ``max_points`` pixels, ``max_points`` of them are drawn by ``torch.randperm(P, generator=
-    generator)`` (CPU), in the drawn order, as the official ``rand_sample``; pass a seeded generator for
-    reproducible results (``None`` uses the global RNG like the official code). With at most ``max_points``
-    pixels nothing random happens.
+    generator)`` (on the generator's device), in the drawn order, as the official ``rand_sample``; pass a
+    seeded generator for reproducible results (``None``: the global CPU RNG, like the official code). With at
+    most ``max_points`` pixels nothing random happens.
     """
     divisor = torch.tensor(prompt_masks.shape[-2:], dtype=torch.float32, device=prompt_masks.device)
     points = []
     for mask in prompt_masks:
         coords = mask.nonzero().float() / divisor
         if coords.shape[0] > max_points:
-            keep = torch.randperm(coords.shape[0], generator=generator)[:max_points]
+            device = None if generator is None else generator.device
+            keep = torch.randperm(coords.shape[0], generator=generator, device=device)[:max_points]
             coords = coords[keep.to(coords.device)]
         points.append(coords)
     return points
@@ -230,7 +233,8 @@ def spatial_prompt_tokens(multi_scale_features: Sequence[torch.Tensor], prompt_m
     ``features @ spatial_embeds[l]`` and ``pn_indicator[0]`` ([2, C] = ``pn_indicator.weight``) is added.
     Returns one (tokens [P, B, C] sequence first, pad_mask [B, P] True = padding) per level; P = the
     largest pixel count in the batch (capped at ``max_points``; see :func:`prompt_points`, drawn anew per level);
-    padding tokens are the samples at (0, 0) without the indicator.
+    padding tokens are the samples at (0, 0) without the indicator. The projection is applied after sampling
+    (equal by linearity, and cheaper than projecting whole maps as the official code does).
     """
     _check_prompt_masks(prompt_masks)
     if len(spatial_embeds) < len(multi_scale_features):
@@ -241,9 +245,9 @@ def spatial_prompt_tokens(multi_scale_features: Sequence[torch.Tensor], prompt_m
             raise ValueError(f"level features {tuple(features.shape)} do not fit {prompt_masks.shape[0]} prompts "
                              f"and a {tuple(embed.shape)} embedding")
         points = prompt_points(prompt_masks, max_points, generator)
-        padded = nn.utils.rnn.pad_sequence(points, batch_first=True, padding_value=-1.0)
+        padded = nn.utils.rnn.pad_sequence(points, batch_first=True, padding_value=-1.0).to(features.device)
         pad_mask = padded.sum(-1) < 0
-        padded = padded.masked_fill(pad_mask.unsqueeze(-1), 0.0).to(features.device, features.dtype)
+        padded = padded.masked_fill(pad_mask.unsqueeze(-1), 0.0).to(features.dtype)
         grid = (2.0 * padded.flip(-1) - 1.0).unsqueeze(2)
         sampled = F.grid_sample(features, grid, mode="bilinear", align_corners=True).squeeze(3)
         tokens = sampled.permute(2, 0, 1) @ embed

@@ -100,10 +100,14 @@ def lite_decoder() -> MaskDINODecoder:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", ["lite_r50_a_category", "lite_r50_b_referring"])
+@pytest.mark.parametrize("name", ["lite_r50_a_category", "lite_r50_b_referring"] + [
+    pytest.param(f"{preset}_{case}", marks=pytest.mark.slow)
+    for preset in ("plus_swinl", "pro_eva02l") for case in ("a_category", "b_referring")
+])
 def test_real_size_parity(lite_decoder, name):
     """Real sizes (300 queries, 9 layers, seeded weights), fed from the stored encoder memory. The real cases do
-    not store mask features, so masks are not compared; the referring case checks the prompt self-attention."""
+    not store mask features, so masks are not compared; the referring case checks the prompt self-attention.
+    The predictor's seeded weights depend only on the names, which are the same in every preset."""
     case = load_case(name)
     features = _memory_to_features(case)
     batch, _, height, width = case["input.image"].shape

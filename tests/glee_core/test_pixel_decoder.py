@@ -1,6 +1,6 @@
 """MaskDINOEncoder (pixel decoder with early fusion): state-dict layout against the official manifests, parity
-with the tiny oracle's encoder / pixel-decoder intermediates, real-size lite-r50 encoder memory (category and
-referring), the early-fusion language-mask quirk, and a bfloat16 run."""
+with the tiny oracle's encoder / pixel-decoder intermediates, real-size encoder memory (category and referring;
+plus-swinl and pro-eva02l marked slow), the early-fusion language-mask quirk, and a bfloat16 run."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from glee_core.modeling.backbones.resnet import ResNet
+from glee_core.config import get_preset
+from glee_core.modeling.backbones import build_backbone
 from glee_core.modeling.early_fusion import VLFuse
 from glee_core.modeling.pixel_decoder import MaskDINOEncoder
 from tests.conftest import REFERENCE_DIR, assert_close, load_case, require_reference, seeded_state
@@ -156,24 +157,27 @@ def test_language_mask_quirk():
         torch.testing.assert_close(fuse(visual, lang_changed, mask)[0], masked)
 
 
-@pytest.fixture(scope="module")
-def lite_models():
-    state = seeded_state("lite-r50")
-    backbone = ResNet(depth=50).eval()
-    backbone.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
-    decoder = MaskDINOEncoder(**PRESET_KWARGS["lite_r50"]).eval()
+@pytest.mark.parametrize("preset", ["lite-r50", pytest.param("plus-swinl", marks=pytest.mark.slow),
+                                    pytest.param("pro-eva02l", marks=pytest.mark.slow)])
+def test_real_size_encoder_memory(preset):
+    """Seeded real-size weights, from the image through the preset's backbone; category and referring cases.
+
+    The referring prompt has 67 padded tokens that the official fusion attends (language-mask quirk).
+    """
+    key = preset.replace("-", "_")
+    config = get_preset(preset)
+    state = seeded_state(preset)
+    backbone = build_backbone(config.backbone, **config.backbone_kwargs).eval()
+    backbone.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")},
+                             strict=False)
+    decoder = MaskDINOEncoder(**PRESET_KWARGS[key]).eval()
     decoder.load_state_dict(_subtree(state))
-    return backbone, decoder
-
-
-@pytest.mark.parametrize("case_name", ["lite_r50_a_category", "lite_r50_b_referring"])
-def test_lite_r50_encoder_memory(lite_models, case_name):
-    """Real size, from the image. The referring prompt has 67 padded tokens that the official fusion attends."""
-    backbone, decoder = lite_models
-    case = load_case(case_name)
-    with torch.no_grad():
-        features = backbone(case["input.image"])
-        out = decoder(features, _lang(case))
-    assert torch.equal(out.spatial_shapes, case["encoder.spatial_shapes"])
-    assert_close(out.memory, case["encoder.memory"], name="encoder.memory")
-    assert out.mask_features.shape == (1, 256, 40, 56)
+    del state
+    for case_name in (f"{key}_a_category", f"{key}_b_referring"):
+        case = load_case(case_name)
+        with torch.no_grad():
+            out = decoder(backbone(case["input.image"]), _lang(case))
+        assert torch.equal(out.spatial_shapes, case["encoder.spatial_shapes"])
+        assert_close(out.memory, case["encoder.memory"], name=f"{case_name} encoder.memory")
+        stride = 8 if key == "pro_eva02l" else 4  # mask features at the finest pixel-decoder input
+        assert out.mask_features.shape[-2:] == tuple(s // stride for s in case["input.image"].shape[-2:])

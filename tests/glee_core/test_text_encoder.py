@@ -82,7 +82,7 @@ def test_expressions_match_oracle(name, tiny_state):
 
 
 def test_positional_call_and_causal_masking(tiny_state):
-    """The official ``text_encoder(ids, mask)`` order still holds; BOS..EOS outputs ignore padding, PAD outputs do not."""
+    """The official ``text_encoder(ids, mask)`` order still holds; BOS..EOS outputs ignore padding, PAD ones do not."""
     model = build_text_model(tiny_state, **TINY)
     ids, mask = tokenize(["red square", "the small blue ellipse on the left"])
     with torch.no_grad():

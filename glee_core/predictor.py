@@ -1,0 +1,179 @@
+"""``GleePredictor``: images and typed prompts in, one :class:`Detections` per image out.
+
+Pre- and post-processing follow the official test path (:mod:`glee_core.processing`): category and
+referring prompts use ``instance_inference`` (top-k over queries × classes, mask-weighted scores);
+visual prompts use the official demo's selection (best query, clamped boxes).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+
+from glee_core import processing
+from glee_core.image_io import ImageSource, load_image
+from glee_core.modeling.glee import GleeModel
+from glee_core.modeling.visual_prompt import prompt_mask_from_box, prompt_mask_from_mask, prompt_mask_from_point
+from glee_core.structures import Categories, Detections, Expression, VisualPrompt
+
+Prompt = Union[Categories, Expression, VisualPrompt]
+MAX_BATCH_IMAGES = 64
+
+
+class GleePredictor:
+    """Run a :class:`GleeModel` on user images.
+
+    Example::
+
+        predictor = GleePredictor.from_pretrained("path/to/model_dir")
+        dets = predictor.predict("street.jpg", Categories(["person", "car"]), score_threshold=0.3)
+    """
+
+    def __init__(self, model: GleeModel, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        self.model = model.eval()
+        if device is not None or dtype is not None:
+            self.model.to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *, preset: str | None = None, device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None, strict: bool = True) -> "GleePredictor":
+        """Load the model with :meth:`GleeModel.from_pretrained` and wrap it."""
+        return cls(GleeModel.from_pretrained(source, preset=preset, strict=strict), device=device, dtype=dtype)
+
+    @staticmethod
+    def load_image(source: ImageSource) -> np.ndarray:
+        """Any supported image source -> uint8 HWC RGB (validated; see :func:`glee_core.image_io.load_image`)."""
+        return load_image(source)
+
+    @property
+    def spec(self) -> processing.InputSpec:
+        return self.model.config.input
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        prompt: Prompt,
+        *,
+        score_threshold: float = 0.0,
+        topk: int | None = None,
+        nms_iou: float | None = None,
+    ) -> Detections | list[Detections]:
+        """Detect, segment or ground objects.
+
+        Args:
+            images: one image or a list (path, PIL, uint8 HWC RGB numpy, or tensor); any size.
+            prompt: ``Categories`` (labels index the names), ``Expression`` (one result per image,
+                label 0) or ``VisualPrompt`` (one result per box/point/mask/scribble, label = prompt
+                index; one image at a time).
+            score_threshold: drop detections scoring below it.
+            topk: keep at most this many detections (highest scores first).
+            nms_iou: if given, class-agnostic NMS at this IoU.
+
+        Returns one :class:`Detections` for a single image, else a list. Boxes are xyxy float32 in
+        input pixels (the official scaling: not clipped to the image), masks bool at input size.
+        """
+        single = not isinstance(images, (list, tuple))
+        arrays = [load_image(im) for im in ([images] if single else images)]
+        if not arrays:
+            raise ValueError("no images given")
+        if len(arrays) > MAX_BATCH_IMAGES:
+            raise ValueError(f"{len(arrays)} images in one call; at most {MAX_BATCH_IMAGES}, split the list")
+        if isinstance(prompt, Categories):
+            results = self._predict_text(arrays, categories=list(prompt.names), label_names=list(prompt.names))
+        elif isinstance(prompt, Expression):
+            results = self._predict_text(arrays, expressions=[prompt.normalized] * len(arrays),
+                                         label_names=[prompt.text])
+        elif isinstance(prompt, VisualPrompt):
+            if len(arrays) != 1:
+                raise ValueError("visual prompts refer to one image; call predict once per image")
+            results = [self._predict_visual(arrays[0], prompt)]
+        else:
+            raise TypeError(f"prompt must be Categories, Expression or VisualPrompt, got {type(prompt).__name__}")
+        results = [self._select(d, score_threshold, topk, nms_iou) for d in results]
+        return results[0] if single else results
+
+    # ------------------------------------------------------------------ internals
+    def _predict_text(self, arrays: list[np.ndarray], *, label_names: list[str], categories=None, expressions=None) -> list[Detections]:
+        batch = processing.preprocess(arrays, self.spec, device=self.model.device)
+        out = self.model(batch.tensor, categories=categories, expressions=expressions)
+        topk = 1 if expressions is not None else self.model.config.test_topk
+        results = []
+        for i, (image_size, original) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
+            crop = processing.valid_region(image_size, original, self.spec.lsj)
+            masks = processing.upsample_masks(out.pred_masks[i].float(), batch.padded_size, crop, original)
+            boxes = processing.scale_boxes(out.pred_boxes[i].float(), batch.padded_size, crop, original, self.spec.lsj)
+            inst = processing.instance_inference(out.pred_logits[i].float(), masks, boxes, topk=topk)
+            results.append(self._to_detections(inst, out.query_embeds[i], label_names, original))
+        return results
+
+    def _predict_visual(self, image: np.ndarray, prompt: VisualPrompt) -> Detections:
+        prompt.validate_against(image.shape[:2])
+        batch = processing.preprocess([image], self.spec, device=self.model.device)
+        image_size, original = batch.image_sizes[0], batch.original_sizes[0]
+        sy, sx = image_size[0] / original[0], image_size[1] / original[1]
+        masks, kinds = [], []
+        for box in [] if prompt.boxes is None else prompt.boxes:
+            scaled = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
+            masks.append(prompt_mask_from_box(scaled, image_size, batch.padded_size)), kinds.append("box")
+        for point in [] if prompt.points is None else prompt.points:
+            scaled = [min(point[0] * sx, image_size[1] - 1), min(point[1] * sy, image_size[0] - 1)]
+            masks.append(prompt_mask_from_point(scaled, image_size, batch.padded_size)), kinds.append("point")
+        for mask in [] if prompt.masks is None else prompt.masks:
+            masks.append(prompt_mask_from_mask(self._resize_prompt_mask(mask, image_size), batch.padded_size))
+            kinds.append("mask")
+        for scribble in [] if prompt.scribbles is None else prompt.scribbles:
+            masks.append(prompt_mask_from_mask(self._rasterize_scribble(scribble, original, image_size), batch.padded_size))
+            kinds.append("scribble")
+        rows = []
+        for mask, kind in zip(masks, kinds):
+            out = self.model(batch.tensor, visual_prompt_masks=mask.to(self.model.device), visual_prompt_type=kind)
+            masks_up = processing.upsample_masks(out.pred_masks[0].float(), batch.padded_size, image_size, original)
+            boxes = processing.scale_boxes(out.pred_boxes[0].float(), batch.padded_size, image_size, original, lsj=True)
+            rows.append((processing.visual_prompt_inference(out.pred_logits[0].float(), masks_up, boxes), out.query_embeds[0]))
+        names = [f"prompt {i}" for i in range(len(rows))]
+        parts = [self._to_detections(inst, embeds, names, original, label=i) for i, (inst, embeds) in enumerate(rows)]
+        return Detections(
+            boxes=np.concatenate([p.boxes for p in parts]), scores=np.concatenate([p.scores for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]), label_names=names, image_size=original,
+            masks=np.concatenate([p.masks for p in parts]), query_embeds=np.concatenate([p.query_embeds for p in parts]),
+            query_index=np.concatenate([p.query_index for p in parts]),
+        )
+
+    @staticmethod
+    def _resize_prompt_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        t = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
+        return torch.nn.functional.interpolate(t, size=size, mode="nearest")[0, 0] > 0.5
+
+    @staticmethod
+    def _rasterize_scribble(points: np.ndarray, original: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """A polyline in input pixels -> a 3-pixel-wide mask at the network-input size."""
+        from PIL import Image, ImageDraw
+
+        canvas = Image.new("L", (original[1], original[0]), 0)
+        ImageDraw.Draw(canvas).line([tuple(map(float, p)) for p in points], fill=1, width=3)
+        canvas = canvas.resize((size[1], size[0]), Image.NEAREST)
+        return torch.from_numpy(np.asarray(canvas) > 0)
+
+    @staticmethod
+    def _to_detections(inst: processing.InstanceResult, query_embeds: torch.Tensor, label_names: list[str],
+                       original: tuple[int, int], label: int | None = None) -> Detections:
+        labels = inst.labels.cpu().numpy() if label is None else np.full(len(inst.scores), label)
+        return Detections(
+            boxes=inst.boxes.cpu().numpy(), scores=inst.scores.float().cpu().numpy(), labels=labels,
+            label_names=label_names, image_size=original, masks=inst.masks.cpu().numpy(),
+            query_embeds=query_embeds[inst.query_index].float().cpu().numpy(), query_index=inst.query_index.cpu().numpy(),
+        )
+
+    @staticmethod
+    def _select(dets: Detections, score_threshold: float, topk: int | None, nms_iou: float | None) -> Detections:
+        dets = dets.sort_by_score()
+        if score_threshold > 0:
+            dets = dets.filter(min_score=score_threshold)
+        if nms_iou is not None:
+            dets = dets.nms(nms_iou, class_agnostic=True)
+        if topk is not None:
+            dets = dets.topk(topk)
+        return dets
