@@ -14,6 +14,7 @@ binary masks identical except where the official logit is within 1e-4 of the thr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class CaseReport:
     name: str
     rows: list[Comparison] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -100,6 +102,17 @@ class ModelCache:
         self.weights = weights
         self.models: dict[str, GleeModel] = {}
         self._state: dict[str, torch.Tensor] | None = None
+        self._sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            with open(self.weights, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
 
     def get(self, config: GleeConfig) -> GleeModel:
         key = json.dumps(config.to_dict(), sort_keys=True)
@@ -224,6 +237,11 @@ def _postprocess_video_case(report: CaseReport, meta, tensors, post, out, batch:
 def run_case(cache: ModelCache, case_dir: Path) -> CaseReport:
     meta = json.loads((case_dir / "case.json").read_text())
     report = CaseReport(meta.get("name", case_dir.name))
+    recorded = meta.get("weights", {})
+    expected_sha = recorded.get("sha256") or recorded.get("sha256_of_generated_file")
+    if expected_sha and expected_sha != cache.sha256:
+        report.skipped = f"made with other weights (sha256 {expected_sha[:12]}…, given {cache.sha256[:12]}…)"
+        return report
     tensors = load_file(str(case_dir / "tensors.safetensors"))
     with np.load(case_dir / "postprocess.npz") as npz:
         post = {k: npz[k] for k in npz.files}
@@ -305,11 +323,17 @@ def run_parity(weights: Path, cases_dir: Path, quiet: bool = False) -> int:
         except Exception as exc:  # a broken case is reported, the others still run
             report = CaseReport(case_dir.name, error=f"{type(exc).__name__}: {exc}")
         reports.append(report)
-        if not quiet:
+        if not quiet and not report.skipped:
             _print_report(report)
-    failed = sum(r.failed for r in reports)
-    worst = max((r.max_abs_diff for r in reports if not r.error), default=float("nan"))
-    print(f"max_abs_diff={worst:.3g} cases={len(reports)} failed={failed}")
+    skipped = [r for r in reports if r.skipped]
+    for r in skipped:
+        print(f"skipped {r.name}: {r.skipped}")
+    compared = [r for r in reports if not r.skipped]
+    failed = sum(r.failed for r in compared)
+    worst = max((r.max_abs_diff for r in compared if not r.error), default=float("nan"))
+    print(f"max_abs_diff={worst:.3g} cases={len(compared)} failed={failed}")
+    if not compared:
+        return 2
     return 0 if failed == 0 else 1
 
 
