@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from glee_core.predictor import Prompt
 
 
 def _parse_floats(text: str, count: int, what: str) -> list[float]:
@@ -21,8 +24,30 @@ def _parse_floats(text: str, count: int, what: str) -> list[float]:
     return values
 
 
+def _fail(exc: Exception) -> NoReturn:
+    """End a command with a one-line error: a bad checkpoint, preset, prompt or image is user input, not a crash."""
+    typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+def _prompt(categories: str | None, expression: str | None, box: str | None, point: str | None) -> Prompt:
+    """The one prompt the options give (a usage error unless exactly one is given)."""
+    from glee_core.structures import Categories, Expression, VisualPrompt
+
+    given = [p for p in (categories, expression, box, point) if p is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --categories, --expression, --box, --point")
+    if categories is not None:
+        return Categories([c.strip() for c in categories.split(",")])
+    if expression is not None:
+        return Expression(expression)
+    if box is not None:
+        return VisualPrompt(boxes=[_parse_floats(box, 4, "--box")])
+    return VisualPrompt(points=[_parse_floats(point, 2, "--point")])
+
+
 def predict(
-    image: Path = typer.Argument(..., help="Image file (PNG, JPEG, ...)."),
+    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="Image file (PNG, JPEG, ...)."),
     categories: Optional[str] = typer.Option(None, help='Comma-separated category names, e.g. "cat,dog".'),
     expression: Optional[str] = typer.Option(None, help="A referring expression."),
     box: Optional[str] = typer.Option(None, help="Box prompt x1,y1,x2,y2 in pixels."),
@@ -40,24 +65,15 @@ def predict(
     from rich.table import Table
 
     from glee_core.predictor import GleePredictor
-    from glee_core.structures import Categories, Expression, VisualPrompt
     from glee_core.visualize import save_overlay
 
-    given = [p for p in (categories, expression, box, point) if p is not None]
-    if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --categories, --expression, --box, --point")
-    if categories is not None:
-        prompt = Categories([c.strip() for c in categories.split(",")])
-    elif expression is not None:
-        prompt = Expression(expression)
-    elif box is not None:
-        prompt = VisualPrompt(boxes=[_parse_floats(box, 4, "--box")])
-    else:
-        prompt = VisualPrompt(points=[_parse_floats(point, 2, "--point")])
-
-    predictor = GleePredictor.from_pretrained(model, preset=preset, device=device)
-    image_array = predictor.load_image(image)
-    dets = predictor.predict(image_array, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms)
+    try:
+        prompt = _prompt(categories, expression, box, point)
+        predictor = GleePredictor.from_pretrained(model, preset=preset, device=device)
+        image_array = predictor.load_image(image)
+        dets = predictor.predict(image_array, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms)
+    except ValueError as exc:
+        _fail(exc)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{image.stem}.json"
     json_path.write_text(json.dumps(dets.to_json_dict(), indent=1))
@@ -75,7 +91,8 @@ def predict(
 
 
 def convert(
-    checkpoint: Path = typer.Argument(..., help="Official GLEE checkpoint (.pth or .safetensors)."),
+    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                      help="Official GLEE checkpoint (.pth or .safetensors)."),
     out_dir: Path = typer.Argument(..., help="Folder to write config.json + model.safetensors into."),
     preset: str = typer.Option(..., help="Architecture: lite-r50, plus-swinl or pro-eva02l."),
     strict: bool = typer.Option(True, help="Fail if any weight is missing or unexpected."),
@@ -83,7 +100,10 @@ def convert(
     """Convert an official GLEE checkpoint into gleekit's folder format."""
     from glee_core.modeling.glee import GleeModel
 
-    model = GleeModel.from_pretrained(str(checkpoint), preset=preset, strict=strict)
+    try:
+        model = GleeModel.from_pretrained(str(checkpoint), preset=preset, strict=strict)
+    except ValueError as exc:
+        _fail(exc)
     model.save_pretrained(out_dir)
     typer.echo(f"converted {checkpoint} ({model.load_report.summary()}) -> {out_dir}")
 

@@ -69,15 +69,13 @@ class GleeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GleeConfig":
+        """Inverse of :meth:`to_dict`; raises ValueError naming any unknown key (nested ones too)."""
         data = copy.deepcopy(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown GleeConfig keys: {', '.join(unknown)}")
+        _check_keys(cls, data)
         if "text" in data:
-            data["text"] = TextConfig(**data["text"])
+            data["text"] = TextConfig(**_check_keys(TextConfig, data["text"], "text."))
         if "input" in data:
-            spec = data["input"]
+            spec = _check_keys(InputSpec, data["input"], "input.")
             for key in ("pixel_mean", "pixel_std"):
                 if key in spec:
                     spec[key] = tuple(spec[key])
@@ -87,8 +85,16 @@ class GleeConfig:
     def with_input(self, **changes: Any) -> "GleeConfig":
         """A copy with some :class:`InputSpec` fields changed (e.g. ``min_size``, ``max_size``)."""
         new = copy.deepcopy(self)
-        new.input = dataclasses.replace(self.input, **changes)
+        new.input = dataclasses.replace(self.input, **_check_keys(InputSpec, changes, "input."))
         return new
+
+
+def _check_keys(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data`` unchanged if every key is a field of the dataclass ``cls``; else a ValueError naming the others."""
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(prefix + k for k in unknown)}")
+    return data
 
 
 # Official label encoders of the denoising queries (dataset name -> number of classes); present in

@@ -111,6 +111,9 @@ class GleePredictor:
 
     def _predict_visual(self, image: np.ndarray, prompt: VisualPrompt) -> Detections:
         prompt.validate_against(image.shape[:2])
+        if prompt.point_labels is not None and not prompt.point_labels.all():
+            raise ValueError("background points (point_labels 0) are not supported: each point is a separate "
+                             "foreground prompt; give point_labels 1 or leave them out")
         batch = processing.preprocess([image], self.spec, device=self.model.device)
         image_size, original = batch.image_sizes[0], batch.original_sizes[0]
         sy, sx = image_size[0] / original[0], image_size[1] / original[1]

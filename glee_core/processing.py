@@ -67,6 +67,9 @@ def resize_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         new_h, new_w = resized_shape(h, w, spec.lsj_size, spec.lsj_size)
     else:
         new_h, new_w = resized_shape(h, w, spec.min_size, spec.max_size)
+    if new_h < 1 or new_w < 1:
+        raise ValueError(f"image of {w}x{h} (WxH) is too elongated: resizing it for the model gives "
+                         f"{new_w}x{new_h}; crop it to a less extreme aspect ratio")
     if (new_h, new_w) != (h, w):
         image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     if spec.lsj:

@@ -23,7 +23,7 @@ CASES_DIR = REFERENCE_DIR / "cases"
 REAL_CASES_DIR = REFERENCE_DIR / "cases_real"
 SEEDED_CACHE = Path(os.environ.get("GLEEKIT_CACHE", REPO_ROOT / ".cache")) / "seeded"
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(1)  # xdist runs one worker per core
 
 
 def require_reference() -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPTextModel
 
@@ -124,7 +124,7 @@ class GleeModel(nn.Module):
             if not config_file.is_file() or not weights_file.is_file():
                 raise CheckpointError(f"{path} is not a gleekit model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
             config = GleeConfig.from_dict(json.loads(config_file.read_text()))
-            state = load_file(str(weights_file))
+            state = read_state_dict(weights_file)
             dropped: list[str] = []
         elif path.is_file():
             if preset is None:
@@ -194,6 +194,9 @@ class GleeModel(nn.Module):
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"images must be normalised floats, got dtype {images.dtype}")
+        for name, texts in (("categories", categories), ("expressions", expressions)):
+            if isinstance(texts, str):
+                raise ValueError(f"{name} must be a list of strings, got the single string {texts!r}")
         batch = images.shape[0]
         images = images.to(device=self.device, dtype=self.dtype)
         if expressions is not None and (categories is not None or visual_prompt_masks is not None):
@@ -243,10 +246,19 @@ class GleeModel(nn.Module):
             if record is not None:
                 for level, (tokens, pad) in enumerate(levels):
                     record[f"vp.prompt_tokens.{level}"], record[f"vp.prompt_tokens_pad_mask.{level}"] = tokens, pad
+        self._check_enough_positions(images, pixels.multi_scale_features)
         out = self.predictor(pixels.multi_scale_features, pixels.mask_features, **decoder_kwargs)
         if record is not None:
             self._record_pixels_and_decoder(record, features, pixels, out)
         return GleeOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.pred_scores, out.pred_track_embed, out)
+
+    def _check_enough_positions(self, images: torch.Tensor, multi_scale_features: Sequence[torch.Tensor]) -> None:
+        """The decoder's queries are the top-``num_queries`` encoder positions; a tiny input has too few."""
+        positions = sum(int(f.shape[-2]) * int(f.shape[-1]) for f in multi_scale_features)
+        if positions < self.predictor.num_queries:
+            raise ValueError(
+                f"images of {images.shape[-2]}x{images.shape[-1]} (HxW) are too small: their feature maps have "
+                f"{positions} positions, fewer than the {self.predictor.num_queries} queries; use larger images")
 
     def _add_template_tokens(self, images, prompt_masks, prompt_type, lang, record):
         """Visual prompts: the template branch's 1024 tokens join the early-fusion language input."""
