@@ -129,36 +129,30 @@ def _tiny() -> GleeConfig:
     )
 
 
+def _official(preset: str, backbone: str, backbone_kwargs: dict[str, Any], in_features: list[str],
+              **changes: Any) -> GleeConfig:
+    """The official Stage-2 architectures share everything after the backbone: 6 encoder layers,
+    9 decoder layers, 300 queries, FFN 2048, the real CLIP text tower."""
+    config = GleeConfig(backbone=backbone, backbone_kwargs=backbone_kwargs,
+                        pixel_decoder=_pixel_decoder(in_features, 6, 2048), decoder=_decoder(300, 9, 2048), preset=preset)
+    return dataclasses.replace(config, **changes)
+
+
 def _lite_r50() -> GleeConfig:
-    return GleeConfig(
-        backbone="resnet",
-        backbone_kwargs={"depth": 50, "stem_out_channels": 64, "res2_out_channels": 256, "width_per_group": 64},
-        pixel_decoder=_pixel_decoder(_RESNET_IN, 6, 2048),
-        decoder=_decoder(300, 9, 2048),
-        preset="lite-r50",
-    )
+    return _official("lite-r50", "resnet", {"depth": 50, "stem_out_channels": 64, "res2_out_channels": 256,
+                                            "width_per_group": 64}, _RESNET_IN)
 
 
 def _plus_swinl() -> GleeConfig:
-    return GleeConfig(
-        backbone="swin",
-        backbone_kwargs={"embed_dim": 192, "depths": [2, 2, 18, 2], "num_heads": [6, 12, 24, 48], "window_size": 12,
-                         "pretrain_img_size": 384},
-        pixel_decoder=_pixel_decoder(_RESNET_IN, 6, 2048),
-        decoder=_decoder(300, 9, 2048),
-        preset="plus-swinl",
-    )
+    return _official("plus-swinl", "swin", {"embed_dim": 192, "depths": [2, 2, 18, 2], "num_heads": [6, 12, 24, 48],
+                                            "window_size": 12, "pretrain_img_size": 384}, _RESNET_IN)
 
 
 def _pro_eva02l() -> GleeConfig:
-    return GleeConfig(
-        backbone="eva02",
-        backbone_kwargs={},
-        pixel_decoder={**_pixel_decoder(["p3", "p4", "p5", "p6"], 6, 2048), "project_inputs": False},
-        decoder=_decoder(300, 9, 2048),
-        input=InputSpec(lsj=True, lsj_size=1536),
-        preset="pro-eva02l",
-    )
+    """EVA02-L (the D2EVA02 defaults): no input projections, LSJ test path at 1536."""
+    config = _official("pro-eva02l", "eva02", {}, ["p3", "p4", "p5", "p6"], input=InputSpec(lsj=True, lsj_size=1536))
+    config.pixel_decoder["project_inputs"] = False
+    return config
 
 
 PRESETS = {"tiny": _tiny, "lite-r50": _lite_r50, "plus-swinl": _plus_swinl, "pro-eva02l": _pro_eva02l}

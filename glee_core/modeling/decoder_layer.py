@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layers import MLP, inverse_sigmoid
-from .ms_deform_attn import MSDeformAttn
+from .ms_deform_attn import MSDeformAttn, xavier_init_with_deformable_
 
 
 @dataclass
@@ -136,12 +136,7 @@ class TransformerDecoder(nn.Module):
     def _reset_parameters(self) -> None:
         """Official init of the layers and ``ref_point_head``: Xavier-uniform matrices, then the deformable
         attention's own init."""
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MSDeformAttn):
-                m.reset_parameters()
+        xavier_init_with_deformable_(self)
 
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, refpoints_unsigmoid: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, *,

@@ -146,3 +146,14 @@ class MSDeformAttn(nn.Module):
         locations = locations.to(torch.promote_types(locations.dtype, torch.float32))
         out = _kernel(value, spatial_shapes, level_start_index, locations, weights)
         return self.output_proj(out)
+
+
+def xavier_init_with_deformable_(module: nn.Module) -> None:
+    """Official init of deformable transformers: Xavier-uniform on every matrix, then each
+    :class:`MSDeformAttn`'s own init."""
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+    for m in module.modules():
+        if isinstance(m, MSDeformAttn):
+            m.reset_parameters()

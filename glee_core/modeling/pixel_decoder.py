@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from .early_fusion import VLFuse
 from .layers import Conv2dNorm, make_norm
-from .ms_deform_attn import MSDeformAttn
+from .ms_deform_attn import MSDeformAttn, xavier_init_with_deformable_
 from .position_encoding import PositionEmbeddingSine
 
 
@@ -128,12 +128,7 @@ class EncoderOnlyTransformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """Official init: xavier on every matrix, deformable-attention init, N(0, 1) level embeddings."""
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MSDeformAttn):
-                m.reset_parameters()
+        xavier_init_with_deformable_(self)
         nn.init.normal_(self.level_embed)
 
     def forward(self, srcs: list[torch.Tensor], pos: list[torch.Tensor], lang: dict[str, torch.Tensor] | None,
