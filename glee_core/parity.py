@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from glee_core import processing, tracking
 from glee_core.checkpoint import from_official_names, load_weights, read_state_dict
 from glee_core.config import GleeConfig, get_preset
-from glee_core.modeling.glee import GleeModel
+from glee_core.modeling.glee import GleeModel, GleeOutput
 
 TOLERANCE = 1e-4
 VIDEO_TOPK = 30
@@ -98,8 +98,9 @@ def _config_for(meta: dict) -> GleeConfig:
 class ModelCache:
     """One model per architecture, all loaded from the same official-name weights file."""
 
-    def __init__(self, weights: Path):
+    def __init__(self, weights: Path, device: torch.device | str = "cpu"):
         self.weights = weights
+        self.device = torch.device(device)
         self.models: dict[str, GleeModel] = {}
         self._state: dict[str, torch.Tensor] | None = None
         self._sha256: str | None = None
@@ -121,7 +122,7 @@ class ModelCache:
                 self._state, _ = from_official_names(read_state_dict(self.weights))
             model = GleeModel(config)
             model.load_report = load_weights(model, self._state, strict=True)
-            self.models[key] = model.eval()
+            self.models[key] = model.eval().to(self.device)
         return self.models[key]
 
 
@@ -269,7 +270,10 @@ def run_case(cache: ModelCache, case_dir: Path) -> CaseReport:
         inputs["visual_prompt_masks"] = _visual_prompt_mask(meta, batch.image_sizes[0], batch.padded_size)
     record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        out = model(images, record=record, **inputs)
+        out = model(images.to(cache.device), record=record, **inputs)
+    # Post-processing is compared on the CPU in fp32, whatever device the model ran on.
+    out = GleeOutput(*(t.float().cpu() for t in (out.pred_logits, out.pred_boxes, out.pred_masks, out.pred_scores,
+                                                  out.query_embeds)), out.decoder)
     for name, value in record.items():
         if name in tensors:
             report.compare(name, value, tensors[name])
@@ -309,13 +313,13 @@ def find_cases(cases_dir: Path) -> list[Path]:
     return sorted(p.parent for p in cases_dir.glob("*/case.json"))
 
 
-def run_parity(weights: Path, cases_dir: Path, quiet: bool = False) -> int:
+def run_parity(weights: Path, cases_dir: Path, quiet: bool = False, device: torch.device | str = "cpu") -> int:
     """Run every case; print tables and the summary line; return the exit status."""
     cases = find_cases(cases_dir)
     if not cases:
         print(f"no case directories (with case.json) found in {cases_dir}", file=sys.stderr)
         return 2
-    cache = ModelCache(Path(weights))
+    cache = ModelCache(Path(weights), device)
     reports = []
     for case_dir in cases:
         try:
@@ -343,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", type=Path)
     parser.add_argument("cases_dir", type=Path)
     parser.add_argument("--quiet", action="store_true", help="only the summary line")
+    parser.add_argument("--device", default="cpu", help="torch device to run the model on, e.g. cuda:0")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
-    return run_parity(args.weights, args.cases_dir, quiet=args.quiet)
+    return run_parity(args.weights, args.cases_dir, quiet=args.quiet, device=args.device)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,11 @@ def test_empty_cases_dir(tmp_path, capsys):
     require_reference()
     assert run_parity(REFERENCE_DIR / "weights.safetensors", tmp_path) == 2
     assert "no case directories" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_cases_on_cuda(capsys):
+    require_reference()
+    status = run_parity(REFERENCE_DIR / "weights.safetensors", CASES_DIR, quiet=True, device="cuda")
+    assert status == 0, capsys.readouterr().out
