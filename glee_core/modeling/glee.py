@@ -124,6 +124,9 @@ class GleeModel(nn.Module):
             if not config_file.is_file() or not weights_file.is_file():
                 raise CheckpointError(f"{path} is not a gleekit model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
             config = GleeConfig.from_dict(json.loads(config_file.read_text()))
+            if preset is not None and get_preset(preset).preset != config.preset:
+                raise CheckpointError(f"{path} holds a {config.preset or 'custom'} model, not {preset!r}; "
+                                      "leave preset out for model folders")
             state = read_state_dict(weights_file)
             dropped: list[str] = []
         elif path.is_file():

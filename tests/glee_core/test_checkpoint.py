@@ -246,3 +246,10 @@ def test_from_pretrained_dtype(official_state):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     expected = official_state["glee.lang_projection"].to(torch.bfloat16)
     assert torch.equal(model.lang_projection, expected)
+
+
+def test_folder_with_a_contradicting_preset_is_refused(tmp_path):
+    GleeModel.from_config("tiny").save_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="holds a tiny model, not 'lite-r50'"):
+        GleeModel.from_pretrained(tmp_path / "m", preset="lite-r50")
+    assert GleeModel.from_pretrained(tmp_path / "m", preset="tiny").config.preset == "tiny"
