@@ -7,7 +7,7 @@ import torch
 from glee_core.modeling.backbones import build_backbone
 from glee_core.modeling.backbones.swin import SwinTransformer, shifted_window_mask
 from tests.conftest import assert_close, load_case, seeded_state
-from tests.glee_core.test_backbone_resnet import assert_matches_manifest
+from tests.glee_core.test_backbone_resnet import _backbone_weights, assert_matches_manifest
 
 PLUS_SWINL_KWARGS = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=12,
                          pretrain_img_size=384, drop_path_rate=0.3)
@@ -41,8 +41,7 @@ def test_shifted_window_mask_regions():
 def test_plus_swinl_parity():
     case = load_case("plus_swinl_a_category")
     model = SwinTransformer(**PLUS_SWINL_KWARGS).eval()
-    state = {k[len("backbone."):]: v for k, v in seeded_state("plus-swinl").items() if k.startswith("backbone.")}
-    model.load_state_dict(state)  # the seeded file has no constants: the computed index is kept
+    model.load_state_dict(_backbone_weights(seeded_state("plus-swinl")))  # the seeded file has no constants: the computed index is kept
     with torch.no_grad():
         out = model(case["input.image"])
     for name in ("res4", "res5"):
