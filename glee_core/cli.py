@@ -1,4 +1,4 @@
-"""``gleekit predict`` / ``convert`` / ``parity`` / ``demo``: the glee_core commands.
+"""``gleekit predict`` / ``convert`` / ``parity``: the glee_core commands.
 
 Heavy imports (torch, the model) happen inside the commands so that ``gleekit --help`` is fast.
 """
@@ -52,7 +52,8 @@ def predict(
     expression: Optional[str] = typer.Option(None, help="A referring expression."),
     box: Optional[str] = typer.Option(None, help="Box prompt x1,y1,x2,y2 in pixels."),
     point: Optional[str] = typer.Option(None, help="Point prompt x,y in pixels."),
-    model: str = typer.Option(..., help="Model folder (gleekit convert) or official checkpoint file (with --preset)."),
+    model: str = typer.Option("nano", help="Model folder (gleekit convert), bundled model name (nano), or official "
+                                           "checkpoint file (with --preset)."),
     preset: Optional[str] = typer.Option(None, help="Architecture preset when --model is an official .pth."),
     out: Path = typer.Option(Path("gleekit-out"), help="Output folder for the JSON and overlay PNG."),
     score_threshold: float = typer.Option(0.0, help="Drop detections scoring below this."),
@@ -118,49 +119,8 @@ def parity(
     raise typer.Exit(run_parity(weights, cases_dir))
 
 
-def _find_reference() -> Path | None:
-    import os
-
-    for root in (os.environ.get("GLEEKIT_SHARED"), Path.cwd().parent / "shared", Path.cwd() / "shared"):
-        if root and (Path(root) / "reference" / "glee" / "weights.safetensors").is_file():
-            return Path(root) / "reference" / "glee"
-    return None
-
-
-def demo(out: Path = typer.Option(Path("gleekit-demo"), help="Output folder.")) -> None:
-    """Show what the core does today: official parity on the tiny fixtures, then predictions with those weights.
-
-    The tiny fixture weights are random (they exist to prove numerical parity with the official
-    code), so the detections are arbitrary — but they are exactly the official code's detections.
-    A trained demo model comes with the nano-model issue.
-    """
-    from glee_core.modeling.glee import GleeModel
-    from glee_core.parity import run_parity
-
-    reference = _find_reference()
-    if reference is None:
-        typer.echo("The official-code fixtures (shared/reference/glee) were not found; set GLEEKIT_SHARED to the "
-                   "shared/ folder. Nothing trained is bundled yet, so there is nothing honest to show.")
-        raise typer.Exit(1)
-    typer.echo(f"1/2 parity with the official GLEE code on {reference / 'cases'}")
-    status = run_parity(reference / "weights.safetensors", reference / "cases", quiet=True)
-    model_dir = out / "tiny-model"
-    GleeModel.from_pretrained(reference / "weights.safetensors", preset="tiny").save_pretrained(model_dir)
-    image = reference / "cases" / "a_category_det" / "image.png"
-    typer.echo(f"2/2 predictions on {image} with the tiny (random-weight) model -> {out}/")
-    predict(image, categories="red square,blue ellipse,green rectangle,yellow circle", expression=None, box=None,
-            point=None, model=str(model_dir), preset=None, out=out / "categories", score_threshold=0.0, topk=5,
-            nms=None, device="cpu")
-    predict(image, categories=None, expression="the small blue ellipse on the left", box=None, point=None,
-            model=str(model_dir), preset=None, out=out / "expression", score_threshold=0.0, topk=1, nms=None, device="cpu")
-    predict(image, categories=None, expression=None, box=None, point="100,70", model=str(model_dir), preset=None,
-            out=out / "point", score_threshold=0.0, topk=1, nms=None, device="cpu")
-    raise typer.Exit(status)
-
-
 def register(app: typer.Typer) -> None:
     """Add the glee_core commands to the top-level ``gleekit`` app."""
     app.command()(predict)
     app.command()(convert)
     app.command()(parity)
-    app.command()(demo)

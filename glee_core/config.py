@@ -129,6 +129,26 @@ def _tiny() -> GleeConfig:
     )
 
 
+def _nano() -> GleeConfig:
+    """The embedded default: a ResNet-18-style backbone of width 16, width 64 everywhere else, 2 encoder and
+    3 decoder layers, 30 queries, a 2-layer CLIP text tower on the CLIP tokenizer, 256-pixel inputs.
+    Small enough to train from scratch on 2 CPU cores (see ``glee_core/weights/nano/MODEL_CARD.md``)."""
+    width = 64
+    return GleeConfig(
+        backbone="resnet",
+        backbone_kwargs={"depth": 18, "stem_out_channels": 16, "res2_out_channels": 16, "norm": "BN"},
+        pixel_decoder={**_pixel_decoder(_RESNET_IN, 2, 4 * width), "conv_dim": width, "mask_dim": width,
+                       "num_heads": 4, "fusion": {"embed_dim": 4 * width, "num_heads": 4, "dropout": 0.0}},
+        decoder={**_decoder(30, 3, 4 * width), "nheads": 4, "mask_dim": width, "dim_projection": width, "dn_num": 30},
+        text=TextConfig(hidden_size=width, intermediate_size=4 * width, num_layers=2, num_heads=4,
+                        distill_teacher=False),
+        input=InputSpec(min_size=256, max_size=384),
+        hidden_dim=width,
+        test_topk=30,
+        preset="nano",
+    )
+
+
 def _official(preset: str, backbone: str, backbone_kwargs: dict[str, Any], in_features: list[str],
               **changes: Any) -> GleeConfig:
     """The official Stage-2 architectures share everything after the backbone: 6 encoder layers,
@@ -155,7 +175,7 @@ def _pro_eva02l() -> GleeConfig:
     return config
 
 
-PRESETS = {"tiny": _tiny, "lite-r50": _lite_r50, "plus-swinl": _plus_swinl, "pro-eva02l": _pro_eva02l}
+PRESETS = {"nano": _nano, "tiny": _tiny, "lite-r50": _lite_r50, "plus-swinl": _plus_swinl, "pro-eva02l": _pro_eva02l}
 
 
 def list_presets() -> list[str]:

@@ -156,3 +156,16 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     inter = (bottom_right - top_left).clip(min=0).prod(axis=2)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """(x, y) pixel centre of the mask pixel farthest from the mask's boundary (city-block distance): a point
+    prompt that lies unambiguously inside the object. Raises ValueError for an empty mask."""
+    from scipy.ndimage import distance_transform_cdt
+
+    mask = _as_masks(np.asarray(mask)[None], "mask")[0]
+    if not mask.any():
+        raise ValueError("interior_point needs a non-empty mask")
+    distance = distance_transform_cdt(np.pad(mask, 1), metric="taxicab")[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return float(x) + 0.5, float(y) + 0.5

@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import typer
 
+from eval.cli import register as register_eval
 from glee_core.cli import register as register_glee_core
+from gleekit.demo import demo
+from train.cli import register as register_train
 
 app = typer.Typer(help="gleekit: GLEE object detection, segmentation, grounding and tracking.", no_args_is_help=True)
 register_glee_core(app)
+register_train(app)
+register_eval(app)
+app.command()(demo)
 
 
 def main() -> None:

@@ -195,7 +195,9 @@ class MaskDINODecoder(nn.Module):
         self.dn_num = dn_num
         self.noise_scale = noise_scale
 
-        self.category_embed = nn.Parameter(torch.rand(hidden_dim, dim_projection))
+        # Official init is U(0, 1), whose class logits start in the thousands; N(0, 1/hidden_dim^2) starts them
+        # near ±1. Only training from scratch sees the difference (checkpoints overwrite it).
+        self.category_embed = nn.Parameter(torch.randn(hidden_dim, dim_projection) / hidden_dim)
         self.enc_output = nn.Linear(hidden_dim, hidden_dim)
         self.enc_output_norm = nn.LayerNorm(hidden_dim)
         self.confidence_score = MLP(hidden_dim, hidden_dim, 1, 2)

@@ -25,7 +25,7 @@ from glee_core.checkpoint import (
 )
 from glee_core.config import PRESETS, GleeConfig, get_preset
 from glee_core.modeling.backbones import build_backbone
-from glee_core.modeling.decoder import DecoderOutput, MaskDINODecoder, PromptMode
+from glee_core.modeling.decoder import DecoderOutput, DenoisingQueries, MaskDINODecoder, PromptMode
 from glee_core.modeling.decoder_layer import PromptTokens
 from glee_core.modeling.pixel_decoder import MaskDINOEncoder
 from glee_core.modeling.text_encoder import clip_text_config, encode_categories, encode_expressions, text_hidden_states
@@ -40,6 +40,17 @@ from glee_core.modeling.visual_prompt import (
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+"""Model folders shipped inside the package, by preset name (``nano``: the embedded default)."""
+
+
+def bundled_model_dir(name: str) -> Path | None:
+    """The shipped model folder of a preset name, or None when no weights are bundled for it."""
+    key = name.lower().replace("_", "-")
+    if key not in PRESETS:
+        return None
+    directory = BUNDLED_WEIGHTS / key
+    return directory if (directory / WEIGHTS_NAME).is_file() else None
 
 
 @dataclass
@@ -114,11 +125,14 @@ class GleeModel(nn.Module):
         """Load a model.
 
         ``source`` is a folder written by :meth:`save_pretrained` (config.json + model.safetensors),
-        or an official checkpoint file (``.pth`` / ``.safetensors`` with ``glee.*`` names) together
-        with ``preset`` naming its architecture. With ``strict`` (default) every weight must be present
+        a preset name with bundled weights (``"nano"``, the embedded default), or an official checkpoint file
+        (``.pth`` / ``.safetensors`` with ``glee.*`` names) together with ``preset`` naming its architecture. With ``strict`` (default) every weight must be present
         and every checkpoint entry used; otherwise ``model.load_report`` records what was not.
         """
         path = Path(source)
+        bundled = bundled_model_dir(str(source)) if not path.exists() else None
+        if bundled is not None:
+            path = bundled
         if path.is_dir():
             config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
             if not config_file.is_file() or not weights_file.is_file():
@@ -149,12 +163,19 @@ class GleeModel(nn.Module):
             model.to(device=device, dtype=dtype)
         return model
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+    def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
+
+        ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type to halve the file;
+        :meth:`from_pretrained` casts them back to the model's dtype.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
-        save_file(state_for_saving(self), str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "gleekit"})
+        state = state_for_saving(self)
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "gleekit"})
         return directory
 
     # ------------------------------------------------------------------ helpers
@@ -179,6 +200,7 @@ class GleeModel(nn.Module):
         expressions: Sequence[str] | None = None,
         visual_prompt_masks: torch.Tensor | None = None,
         visual_prompt_type: str = "box",
+        denoising: DenoisingQueries | None = None,
         record: dict[str, torch.Tensor] | None = None,
     ) -> GleeOutput:
         """Run GLEE on a normalised, padded batch.
@@ -190,6 +212,7 @@ class GleeModel(nn.Module):
             expressions: B referring expressions, one per image (already normalised).
             visual_prompt_masks: [B, Hp, Wp] bool prompt masks, one per image.
             visual_prompt_type: ``box``, ``point``, ``scribble`` or ``mask``.
+            denoising: training-only denoising queries (``self.predictor.prepare_for_dn``).
             record: if a dict is given, intermediate tensors are stored in it under the names of the
                 official-code fixtures (``text.*``, ``fusion.*``, ``encoder.*``, ``decoder.*``, ``vp.*``, ``out.*``).
         """
@@ -214,7 +237,7 @@ class GleeModel(nn.Module):
         else:
             raise ValueError("give categories, expressions or visual_prompt_masks")
 
-        decoder_kwargs: dict = {"mode": mode}
+        decoder_kwargs: dict = {"mode": mode, "denoising": denoising}
         if mode is PromptMode.REFERRING:
             if len(expressions) != batch:
                 raise ValueError(f"{len(expressions)} expressions for {batch} images; give one per image")

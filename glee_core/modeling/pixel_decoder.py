@@ -80,13 +80,14 @@ class DeformableEncoder(nn.Module):
     """``layers`` (deformable encoder layers) and ``vl_layers`` (``VLFuse`` before layer 0, Identity after)."""
 
     def __init__(self, num_layers: int, d_model: int, dim_feedforward: int, dropout: float, n_levels: int,
-                 n_heads: int, n_points: int, lang_dim: int):
+                 n_heads: int, n_points: int, lang_dim: int, fusion: dict | None = None):
         super().__init__()
         self.layers = nn.ModuleList(
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, n_levels, n_heads, n_points)
             for _ in range(num_layers))
         self.vl_layers = nn.ModuleList(
-            [VLFuse(img_dim=d_model, lang_dim=lang_dim)] + [nn.Identity() for _ in range(num_layers - 1)])
+            [VLFuse(img_dim=d_model, lang_dim=lang_dim, **(fusion or {}))]
+            + [nn.Identity() for _ in range(num_layers - 1)])
 
     @staticmethod
     def reference_points(spatial_shapes: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -119,10 +120,10 @@ class EncoderOnlyTransformer(nn.Module):
     """``level_embed`` [L, C] and the ``encoder``: flattens the levels, adds level embeddings, runs the encoder."""
 
     def __init__(self, d_model: int, num_heads: int, num_encoder_layers: int, dim_feedforward: int,
-                 dropout: float, num_feature_levels: int, num_points: int, lang_dim: int):
+                 dropout: float, num_feature_levels: int, num_points: int, lang_dim: int, fusion: dict | None = None):
         super().__init__()
         self.encoder = DeformableEncoder(num_encoder_layers, d_model, dim_feedforward, dropout, num_feature_levels,
-                                         num_heads, num_points, lang_dim)
+                                         num_heads, num_points, lang_dim, fusion)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self.reset_parameters()
 
@@ -163,12 +164,13 @@ class MaskDINOEncoder(nn.Module):
                  mask_dim: int = 256, norm: str = "GN", num_heads: int = 8, num_points: int = 4,
                  dim_feedforward: int = 2048, num_encoder_layers: int = 6, total_num_feature_levels: int = 4,
                  common_stride: int = 4, feature_order: str = "low2high", project_inputs: bool = True,
-                 lang_dim: int = 256, dropout: float = 0.0):
+                 lang_dim: int = 256, dropout: float = 0.0, fusion: dict | None = None):
         """``in_channels`` / ``in_strides``: every pixel-decoder input (e.g. res2..res5) -> channels / stride.
 
         ``transformer_in_features``: the subset fed to the deformable encoder. ``feature_order``: ``"low2high"``
         (encoder levels by increasing stride) or ``"high2low"`` (the reverse). ``project_inputs``: False for ViT
         backbones (official ``ViTBackbone``). ``lang_dim``: width of the early-fusion language tokens.
+        ``fusion``: ``VLFuse`` keyword arguments (official: embed_dim 2048, 8 heads, dropout 0.1).
         """
         super().__init__()
         if set(in_channels) != set(in_strides):
@@ -216,7 +218,7 @@ class MaskDINOEncoder(nn.Module):
                                  f"channels {wrong}")
 
         self.transformer = EncoderOnlyTransformer(conv_dim, num_heads, num_encoder_layers, dim_feedforward, dropout,
-                                                  total_num_feature_levels, num_points, lang_dim)
+                                                  total_num_feature_levels, num_points, lang_dim, fusion)
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
         _c2_xavier_fill(self.mask_features)

@@ -108,8 +108,8 @@ class ResNet(Backbone):
         if unknown or not out_features:
             raise ValueError(f"out_features must be a non-empty subset of {STAGE_NAMES}, got {list(out_features)}")
         basic = depth < 50
-        if basic and (res2_out_channels != 64 or res5_dilation != 1 or num_groups != 1):
-            raise ValueError("ResNet-18/34 need res2_out_channels=64, res5_dilation=1 and num_groups=1")
+        if basic and (res5_dilation != 1 or num_groups != 1):
+            raise ValueError("ResNet-18/34 need res5_dilation=1 and num_groups=1")
 
         self.in_channels = in_channels
         self.stem = BasicStem(in_channels, stem_out_channels, norm)

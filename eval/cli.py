@@ -1,0 +1,32 @@
+"""``gleekit eval ...``: benchmark commands (heavy imports happen inside the commands)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Evaluate models on benchmarks.", no_args_is_help=True)
+
+
+@app.command("shapeworld")
+def shapeworld(
+    model: str = typer.Option("nano", help="Model folder or bundled name."),
+    num_scenes: int = typer.Option(300, min=1, help="Held-out scenes to evaluate."),
+    split: str = typer.Option("test", help="Scene split (test is never used in training)."),
+    seed: int = typer.Option(0, help="Dataset seed."),
+    json_out: Path | None = typer.Option(None, help="Write every number and the settings to this JSON file."),
+) -> None:
+    """Category detection AP, referring Acc@0.5 and visual-prompt accuracy on fresh shapeworld scenes."""
+    from eval.shapeworld import evaluate_shapeworld
+    from glee_core.predictor import GleePredictor
+
+    scores = evaluate_shapeworld(GleePredictor.from_pretrained(model), num_scenes=num_scenes, split=split, seed=seed)
+    typer.echo(scores.table())
+    if json_out is not None:
+        json_out.write_text(json.dumps({"model": model, "split": split, "seed": seed, **scores.as_dict()}, indent=1))
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``gleekit eval ...`` to the top-level app."""
+    root.add_typer(app, name="eval")

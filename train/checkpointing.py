@@ -1,0 +1,38 @@
+"""Atomic training checkpoints: a folder is written under a temporary name and renamed into place, so an
+interrupted save never leaves a half-written checkpoint behind and resume always finds a complete one."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+LAST = "checkpoint-last"
+STATE_NAME = "trainer_state.pt"
+
+
+def save_atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``directory`` (replacing an older one)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    old = directory.with_name(directory.name + ".old")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    if old.exists():
+        shutil.rmtree(old)
+    return directory
+
+
+def load_trainer_state(directory: str | Path) -> dict:
+    """The trainer state of a checkpoint folder (plain tensors and containers only: ``weights_only=True``)."""
+    path = Path(directory) / STATE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint: {STATE_NAME} is missing")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,118 @@
+"""The train package's commands: ``gleekit data shapeworld``, ``gleekit train glee`` and ``gleekit finetune``
+(typer apps; heavy imports happen inside the commands so ``gleekit --help`` stays fast)."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="gleekit training and dataset commands.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: write shapeworld in the official formats.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models from a YAML config.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+
+class Task(str, Enum):
+    detection = "detection"
+    referring = "referring"
+    reasoning = "reasoning"
+    conversation = "conversation"
+    video = "video"
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+@data_app.command("shapeworld")
+def shapeworld(
+    out_dir: Path = typer.Argument(..., file_okay=False, help="Output folder (created if missing)."),
+    task: Task = typer.Option(..., help="Which official format to write."),
+    split: Split = typer.Option(Split.train, help="Scene split; splits never share a scene."),
+    n: int = typer.Option(100, "--n", min=1, help="Number of scenes (videos for --task video)."),
+    seed: int = typer.Option(0, min=0, help="Dataset seed: same arguments give byte-identical files."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Generate shapeworld scenes and write them as COCO / refer / ReasonSeg / LLaVA / YouTube-VIS data."""
+    from train.data.shapeworld.export import write_shapeworld
+
+    path = write_shapeworld(out_dir, task.value, split.value, n, seed, progress=progress)
+    unit = "videos" if task is Task.video else "scenes"
+    typer.echo(f"wrote {n} {split.value} {unit} of shapeworld {task.value} (seed {seed}) to {path}")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+@train_app.command("glee")
+def train_glee(
+    config: Path = typer.Option(..., exists=True, dir_okay=False, help="Training config (YAML), e.g. "
+                                                                       "train/recipes/nano.yaml."),
+    output_dir: Path | None = typer.Option(None, help="Override the config's output_dir."),
+    steps: int | None = typer.Option(None, min=1, help="Override the config's number of steps."),
+    resume: bool = typer.Option(True, help="Continue from output_dir/checkpoint-last when it exists."),
+) -> None:
+    """Train GLEE (the official losses) on shapeworld or a COCO-format dataset; run it under `accelerate launch`
+    for several GPUs or nodes."""
+    from train.glee.config import TrainConfig
+    from train.glee.trainer import GleeTrainer, sources_from_config
+
+    try:
+        cfg = TrainConfig.from_yaml(config)
+        if output_dir is not None:
+            cfg.output_dir = str(output_dir)
+        if steps is not None:
+            cfg.steps = steps
+        source, val_source = sources_from_config(cfg)
+        result = GleeTrainer(cfg, source, val_source=val_source).train(resume=resume)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"trained {result.steps} steps; model: {result.model_dir}; loss curve: "
+               f"{result.output_dir / 'loss_curve.png'}")
+
+
+def finetune(
+    data: Path = typer.Option(..., exists=True, dir_okay=False, help="COCO-format instances json of your data."),
+    images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder the json's file_names are in."),
+    from_: str = typer.Option("nano", "--from", help="Starting weights: a model folder, a bundled name (nano), or "
+                                                     "an official checkpoint (.pth) with --preset."),
+    preset: str | None = typer.Option(None, help="Architecture of an official checkpoint given to --from."),
+    out: Path = typer.Option(..., help="Output folder (checkpoints, loss curve, final model in OUT/model)."),
+    val_data: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Validation COCO json."),
+    steps: int = typer.Option(500, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(4, min=1, help="Images per step (per process)."),
+    lr: float = typer.Option(1e-4, help="Peak learning rate (AdamW, cosine decay)."),
+    freeze: str = typer.Option("backbone,text_encoder", help="Comma-separated modules to keep frozen; '' trains all."),
+) -> None:
+    """Fine-tune GLEE on your own COCO-format categories (masks used when the json has segmentations)."""
+    from train.glee.config import TrainConfig
+    from train.glee.trainer import GleeTrainer, sources_from_config
+
+    cfg = TrainConfig.from_dict({
+        "model": {"preset": preset, "init": from_, "freeze": [m.strip() for m in freeze.split(",") if m.strip()]},
+        "data": {"source": "coco", "coco_json": str(data), "image_root": str(images),
+                 "val_coco_json": str(val_data) if val_data else None},
+        "optim": {"lr": lr, "warmup_steps": min(50, steps // 10)},
+        "steps": steps, "batch_size": batch_size, "output_dir": str(out),
+        "eval_every": max(1, steps // 5), "checkpoint_every": max(1, steps // 5),
+    })
+    try:
+        source, val_source = sources_from_config(cfg)
+        result = GleeTrainer(cfg, source, val_source=val_source).train(resume=True)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"fine-tuned {result.steps} steps on {len(source.category_names)} categories; model: "
+               f"{result.model_dir}; loss curve: {result.output_dir / 'loss_curve.png'}")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the train commands (``data ...``, ``train glee``, ``finetune``) to the top-level ``gleekit`` app."""
+    root.add_typer(data_app, name="data")
+    root.add_typer(train_app, name="train")
+    root.command()(finetune)

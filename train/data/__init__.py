@@ -1,0 +1,1 @@
+"""Datasets for training: readers of the official annotation formats and the synthetic shapeworld."""

@@ -1,0 +1,331 @@
+"""The GLEE trainer: the official recipe (Hungarian matching, focal + L1/GIoU + mask BCE/dice losses with deep
+supervision and denoising queries) in one loop that runs on a CPU, a GPU, or many through ``accelerate launch``.
+
+Each optimizer step draws ``batch_size`` samples per process from a sample source; samples of different tasks
+(category detection, referring expressions, visual prompts) share the step and go through one forward per task;
+the losses are summed, weighted by each task's share of the batch. Progress shows as a tqdm bar; every
+``eval_every`` steps a validation loss (and any user callbacks, e.g. AP) is computed, ``loss_curve.png`` and
+``history.json`` are refreshed; every ``checkpoint_every`` steps ``checkpoint-last/`` is replaced atomically, and a
+new run in the same ``output_dir`` with ``resume=True`` continues from it exactly (same data, same schedule).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from glee_core.modeling.decoder import DenoisingQueries
+from glee_core.modeling.glee import GleeModel
+from train.checkpointing import LAST, STATE_NAME, load_trainer_state, save_atomically
+from train.curves import save_loss_curve
+from train.glee.collate import GleeBatch, collate
+from train.glee.config import TrainConfig
+from train.glee.criterion import LossWeights, SetCriterion
+from train.glee.matcher import HungarianMatcher
+from train.glee.samples import TrainSample, shuffle_categories
+
+Callback = Callable[[GleeModel, int], dict[str, float]]
+"""``callback(model, step) -> {metric: value}``, run at every evaluation (the model is in eval mode)."""
+
+# Denoising label encoders that detection prompts may use, smallest first (name, size).
+_DN_ENCODERS = (("coco_label_enc", 80), ("obj365_label_enc", 100), ("vg_label_enc", 200))
+
+
+class SampleSource(Protocol):
+    def sample(self, index: int) -> TrainSample: ...
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the final model folder and the loss history."""
+
+    output_dir: Path
+    model_dir: Path
+    steps: int
+    history: dict = field(default_factory=dict)
+
+
+def dn_label_encoder(task: str, num_names: int) -> str | None:
+    """The label encoder denoising queries use: ``grounding`` for referring / visual prompts, else the smallest
+    detection encoder with at least ``num_names`` labels (None: too many names for DN)."""
+    if task != "detection":
+        return "grounding_label_enc"
+    return next((name for name, size in _DN_ENCODERS if size >= num_names), None)
+
+
+def build_model(config: TrainConfig) -> GleeModel:
+    """The model to train: ``model.init`` weights (a folder, a bundled name or an official file) or a fresh
+    ``model.preset``; parameters under ``model.freeze`` prefixes stop training."""
+    section = config.model
+    if section.init:
+        model = GleeModel.from_pretrained(section.init, preset=None if Path(section.init).is_dir() else section.preset)
+    elif section.preset:
+        model = GleeModel.from_config(section.preset)
+    else:
+        raise ValueError("model needs a preset (fresh weights) or init (weights to start from)")
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in section.freeze:
+        hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not hits:
+            raise ValueError(f"model.freeze: no parameter starts with {prefix!r}; top-level modules: "
+                             f"{sorted({n.split('.')[0] for n in names})}")
+    for name, param in model.named_parameters():
+        if any(name == p or name.startswith(p + ".") for p in section.freeze):
+            param.requires_grad_(False)
+    return model
+
+
+def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    optim = config.optim
+    if optim.schedule not in ("cosine", "constant"):
+        raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got {optim.schedule!r}")
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - optim.warmup_steps) / max(1, config.steps - optim.warmup_steps))
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def param_groups(model: GleeModel, config: TrainConfig) -> list[dict]:
+    """AdamW groups: backbone at ``lr × backbone_lr_mult``; no weight decay on norms, biases and embeddings."""
+    groups: dict[tuple[float, float], list] = defaultdict(list)
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = config.optim.lr * (config.optim.backbone_lr_mult if name.startswith("backbone.") else 1.0)
+        no_decay = param.dim() <= 1 or "embed" in name.split(".")[-2:][0] or "norm" in name
+        groups[(lr, 0.0 if no_decay else config.optim.weight_decay)].append(param)
+    return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
+
+
+class GleeTrainer:
+    """Train a :class:`GleeModel` on a sample source; see the module docstring.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        source: training samples (``source.sample(i)``); ``val_source``: validation samples (optional).
+        model: the model (default: :func:`build_model` of the config).
+        callbacks: extra evaluations, e.g. AP on held-out scenes.
+    """
+
+    def __init__(self, config: TrainConfig, source: SampleSource, *, val_source: SampleSource | None = None,
+                 model: GleeModel | None = None, callbacks: list[Callback] = ()):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        if config.steps < 1 or config.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {config.steps} and {config.batch_size}")
+        self.config = config
+        self.source, self.val_source = source, val_source
+        self.callbacks = list(callbacks)
+        self.output_dir = Path(config.output_dir)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        torch.manual_seed(config.seed)
+        model = model if model is not None else build_model(config)
+        optimizer = torch.optim.AdamW(param_groups(model, config), betas=config.optim.betas)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        loss = config.loss
+        self.criterion = SetCriterion(
+            HungarianMatcher(num_points=loss.num_points),
+            weights=LossWeights(cls=loss.cls, bbox=loss.bbox, giou=loss.giou, mask=loss.mask, dice=loss.dice),
+            num_points=loss.num_points,
+            num_boxes_reducer=(lambda n: self.accelerator.reduce(n, reduction="mean"))
+            if self.accelerator.num_processes > 1 else None)
+        self.step = 0
+        self.history: dict[str, list] = {"train": [], "val": [], "metrics": [], "components": []}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def unwrapped(self) -> GleeModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _samples(self, step: int, rank: int, world: int, source: SampleSource) -> list[TrainSample]:
+        size = self.config.batch_size
+        first = (step * world + rank) * size
+        return [source.sample(first + j) for j in range(size)]
+
+    def _batches(self, samples: list[TrainSample], rng: np.random.Generator) -> list[GleeBatch]:
+        groups: dict[tuple, list[TrainSample]] = defaultdict(list)
+        for sample in samples:
+            groups[sample.group].append(sample)
+        batches = []
+        for (task, _), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            if task == "detection":
+                group = shuffle_categories(rng, group, self.config.data.full_category_prob)
+            batches.append(collate(group, self.unwrapped.config.input).to(self.accelerator.device))
+        return batches
+
+    def _denoising(self, batch: GleeBatch, generator: torch.Generator) -> DenoisingQueries | None:
+        if not self.config.loss.denoising:
+            return None
+        encoder = dn_label_encoder(batch.task, len(batch.names))
+        if encoder is None:
+            return None
+        return self.unwrapped.predictor.prepare_for_dn([t.labels for t in batch.targets],
+                                                       [t.boxes for t in batch.targets], label_encoder=encoder,
+                                                       generator=generator)
+
+    def batch_losses(self, batches: list[GleeBatch], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Weighted sum over the task groups of one step: {"loss": total, "<task>": that group's loss}."""
+        total_images = sum(len(b.targets) for b in batches)
+        out: dict[str, torch.Tensor] = {}
+        total = None
+        for batch in batches:
+            dn = self._denoising(batch, generator) if self.model.training else None
+            with self.accelerator.autocast():
+                output = self.model(batch.images, denoising=dn, **batch.model_kwargs())
+            losses = self.criterion(output.decoder, batch.targets, denoising=dn,
+                                    visual_prompt=batch.task == "visual", generator=generator)
+            weighted = losses["loss"] * (len(batch.targets) / total_images)
+            total = weighted if total is None else total + weighted
+            out[batch.task] = out.get(batch.task, 0) + losses["loss"].detach()
+        out["loss"] = total
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Replace ``output_dir/checkpoint-last`` atomically (model folder + optimizer/scheduler/step/history)."""
+        def write(tmp: Path) -> None:
+            self.unwrapped.save_pretrained(tmp)
+            torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "history": json.dumps(self.history),
+                        "config": json.dumps(self.config.to_dict())}, tmp / STATE_NAME)
+
+        if not self.accelerator.is_main_process:
+            return self.output_dir / LAST
+        return save_atomically(self.output_dir / LAST, write)
+
+    def resume(self) -> bool:
+        """Load ``output_dir/checkpoint-last`` if it exists; True when resumed."""
+        directory = self.output_dir / LAST
+        if not directory.is_dir():
+            return False
+        state = load_trainer_state(directory)
+        model = GleeModel.from_pretrained(directory)
+        self.unwrapped.load_state_dict(model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.history = json.loads(state["history"])
+        return True
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss over ``val_batches`` fixed batches (train-mode heads, no DN) and the callbacks."""
+        metrics: dict[str, float] = {}
+        self.model.eval()
+        if self.val_source is not None and self.config.val_batches > 0:
+            generator = torch.Generator(device=self.accelerator.device).manual_seed(0)
+            rng = np.random.default_rng(0)
+            values = []
+            self.unwrapped.predictor.train()
+            for i in range(self.config.val_batches):
+                batches = self._batches(self._samples(i, 0, 1, self.val_source), rng)
+                values.append(float(self.batch_losses(batches, generator)["loss"]))
+            self.unwrapped.predictor.eval()
+            metrics["val_loss"] = float(np.mean(values))
+        for callback in self.callbacks:
+            metrics.update(callback(self.unwrapped, self.step))
+        self.model.train()
+        return metrics
+
+    def _write_reports(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        save_loss_curve(self.output_dir / "loss_curve.png", [tuple(x) for x in self.history["train"]],
+                        [tuple(x) for x in self.history["val"]], title="GLEE training loss")
+
+    # ------------------------------------------------------------------ loop
+    def train(self, *, resume: bool = False) -> TrainResult:
+        config = self.config
+        if resume:
+            self.resume()
+        self.model.train()
+        acc = self.accelerator
+        bar = tqdm(total=config.steps, initial=self.step, desc="train glee", disable=not acc.is_local_main_process,
+                   dynamic_ncols=True)
+        window: list[float] = []
+        started = time.time()
+        while self.step < config.steps:
+            step = self.step
+            rng = np.random.default_rng([config.seed, step, acc.process_index])
+            generator = torch.Generator(device=acc.device).manual_seed(config.seed * 1_000_003 + step)
+            batches = self._batches(self._samples(step, acc.process_index, acc.num_processes, self.source), rng)
+            losses = self.batch_losses(batches, generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            acc.backward(losses["loss"])
+            if config.optim.grad_clip > 0:
+                acc.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            value = float(losses["loss"].detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at step {step}; lower optim.lr or check the data")
+            window.append(value)
+            bar.update(1)
+            if self.step % config.log_every == 0 or self.step == config.steps:
+                self.history["train"].append([self.step, float(np.mean(window))])
+                self.history["components"].append(
+                    [self.step, {k: float(v) for k, v in losses.items() if k != "loss"}])
+                bar.set_postfix(loss=f"{np.mean(window):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                window = []
+            if config.eval_every and (self.step % config.eval_every == 0 or self.step == config.steps):
+                metrics = self.evaluate()
+                if "val_loss" in metrics:
+                    self.history["val"].append([self.step, metrics["val_loss"]])
+                self.history["metrics"].append([self.step, metrics])
+                bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                self._write_reports()
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        self.history["seconds"] = self.history.get("seconds", 0.0) + time.time() - started
+        self._write_reports()
+        self.save_checkpoint()
+        model_dir = self.output_dir / "model"
+        if acc.is_main_process:
+            save_atomically(model_dir, lambda tmp: self.unwrapped.save_pretrained(tmp))
+        acc.wait_for_everyone()
+        return TrainResult(self.output_dir, model_dir, self.step, self.history)
+
+
+def sources_from_config(config: TrainConfig) -> tuple[SampleSource, SampleSource | None]:
+    """Training and validation sample sources named by ``config.data``."""
+    from train.glee.samples import CocoSource, ShapeworldSource
+
+    data = config.data
+    if data.source == "shapeworld":
+        return (ShapeworldSource("train", data.seed, dict(data.task_weights)),
+                ShapeworldSource("val", data.seed, dict(data.task_weights)))
+    if data.source == "coco":
+        from train.data.readers import read_coco
+
+        if not data.coco_json or not data.image_root:
+            raise ValueError("data.source coco needs data.coco_json and data.image_root")
+        train = CocoSource(read_coco(data.coco_json, data.image_root), seed=data.seed)
+        val = CocoSource(read_coco(data.val_coco_json, data.image_root), seed=data.seed, flip=False) \
+            if data.val_coco_json else None
+        return train, val
+    raise ValueError(f"data.source must be 'shapeworld' or 'coco', got {data.source!r}")
