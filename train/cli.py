@@ -45,9 +45,18 @@ def shapeworld(
     typer.echo(f"wrote {n} {split.value} {unit} of shapeworld {task.value} (seed {seed}) to {path}")
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
+def _train(make_config, stop_after: int | None = None):
+    """Build the config (``make_config()``) and run the GLEE trainer on its data; a bad config or bad data ends
+    the command with a one-line error. Returns (training source, TrainResult)."""
+    from train.glee.trainer import GleeTrainer, sources_from_config
+
+    try:
+        cfg = make_config()
+        source, val_source = sources_from_config(cfg)
+        return source, GleeTrainer(cfg, source, val_source=val_source).train(resume=True, stop_after=stop_after)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
 
 
 @train_app.command("glee")
@@ -55,24 +64,21 @@ def train_glee(
     config: Path = typer.Option(..., exists=True, dir_okay=False, help="Training config (YAML), e.g. "
                                                                        "train/recipes/nano.yaml."),
     output_dir: Path | None = typer.Option(None, help="Override the config's output_dir."),
-    steps: int | None = typer.Option(None, min=1, help="Override the config's number of steps."),
-    resume: bool = typer.Option(True, help="Continue from output_dir/checkpoint-last when it exists."),
+    steps: int | None = typer.Option(None, min=1, help="Override the config's number of steps (the schedule)."),
+    stop_after: int | None = typer.Option(None, min=1, help="End this run at that step; the schedule is unchanged "
+                                                              "and a rerun resumes it."),
 ) -> None:
     """Train GLEE (the official losses) on shapeworld or a COCO-format dataset; run it under `accelerate launch`
-    for several GPUs or nodes."""
+    for several GPUs or nodes. A rerun with the same output_dir resumes from its last checkpoint."""
     from train.glee.config import TrainConfig
-    from train.glee.trainer import GleeTrainer, sources_from_config
 
-    try:
+    def make_config() -> TrainConfig:
         cfg = TrainConfig.from_yaml(config)
-        if output_dir is not None:
-            cfg.output_dir = str(output_dir)
-        if steps is not None:
-            cfg.steps = steps
-        source, val_source = sources_from_config(cfg)
-        result = GleeTrainer(cfg, source, val_source=val_source).train(resume=resume)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        cfg.output_dir = str(output_dir) if output_dir is not None else cfg.output_dir
+        cfg.steps = steps if steps is not None else cfg.steps
+        return cfg
+
+    _, result = _train(make_config, stop_after)
     typer.echo(f"trained {result.steps} steps; model: {result.model_dir}; loss curve: "
                f"{result.output_dir / 'loss_curve.png'}")
 
@@ -92,21 +98,15 @@ def finetune(
 ) -> None:
     """Fine-tune GLEE on your own COCO-format categories (masks used when the json has segmentations)."""
     from train.glee.config import TrainConfig
-    from train.glee.trainer import GleeTrainer, sources_from_config
 
-    cfg = TrainConfig.from_dict({
+    source, result = _train(lambda: TrainConfig.from_dict({
         "model": {"preset": preset, "init": from_, "freeze": [m.strip() for m in freeze.split(",") if m.strip()]},
         "data": {"source": "coco", "coco_json": str(data), "image_root": str(images),
                  "val_coco_json": str(val_data) if val_data else None},
         "optim": {"lr": lr, "warmup_steps": min(50, steps // 10)},
         "steps": steps, "batch_size": batch_size, "output_dir": str(out),
         "eval_every": max(1, steps // 5), "checkpoint_every": max(1, steps // 5),
-    })
-    try:
-        source, val_source = sources_from_config(cfg)
-        result = GleeTrainer(cfg, source, val_source=val_source).train(resume=True)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    }))
     typer.echo(f"fine-tuned {result.steps} steps on {len(source.category_names)} categories; model: "
                f"{result.model_dir}; loss curve: {result.output_dir / 'loss_curve.png'}")
 

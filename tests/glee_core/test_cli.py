@@ -36,7 +36,7 @@ def model_dir(tmp_path_factory):
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("predict", "convert", "parity", "demo"):
+    for command in ("predict", "convert", "parity", "demo", "finetune", "train", "data", "eval"):
         assert re.search(rf"\b{command}\b", result.output), command
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from train.glee.criterion import LossWeights
+
 
 @dataclass
 class ModelSection:
@@ -46,6 +48,7 @@ class OptimSection:
     lr: float = 3e-4
     weight_decay: float = 0.05
     backbone_lr_mult: float = 0.1
+    text_lr_mult: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     warmup_steps: int = 100
@@ -55,13 +58,10 @@ class OptimSection:
 
 @dataclass
 class LossSection:
-    """Official weights (class 4, box L1 5, GIoU 2, mask BCE 5, dice 5); ``num_points`` sampled per mask."""
+    """``weights``: the official loss weights (class 4, box L1 5, GIoU 2, mask BCE 5, dice 5, confidence 4);
+    ``num_points`` sampled per mask; ``denoising``: add the denoising queries and their losses."""
 
-    cls: float = 4.0
-    bbox: float = 5.0
-    giou: float = 2.0
-    mask: float = 5.0
-    dice: float = 5.0
+    weights: LossWeights = field(default_factory=LossWeights)
     num_points: int = 1024
     denoising: bool = True
 

@@ -28,7 +28,7 @@ from train.checkpointing import LAST, STATE_NAME, load_trainer_state, save_atomi
 from train.curves import save_loss_curve
 from train.glee.collate import GleeBatch, collate
 from train.glee.config import TrainConfig
-from train.glee.criterion import LossWeights, SetCriterion
+from train.glee.criterion import SetCriterion
 from train.glee.matcher import HungarianMatcher
 from train.glee.samples import TrainSample, shuffle_categories
 
@@ -100,12 +100,14 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
 
 
 def param_groups(model: GleeModel, config: TrainConfig) -> list[dict]:
-    """AdamW groups: backbone at ``lr × backbone_lr_mult``; no weight decay on norms, biases and embeddings."""
+    """AdamW groups: backbone at ``lr × backbone_lr_mult``, text tower at ``lr × text_lr_mult``; no weight decay
+    on norms, biases and embeddings."""
+    multipliers = {"backbone": config.optim.backbone_lr_mult, "text_encoder": config.optim.text_lr_mult}
     groups: dict[tuple[float, float], list] = defaultdict(list)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = config.optim.lr * (config.optim.backbone_lr_mult if name.startswith("backbone.") else 1.0)
+        lr = config.optim.lr * multipliers.get(name.split(".")[0], 1.0)
         no_decay = param.dim() <= 1 or "embed" in name.split(".")[-2:][0] or "norm" in name
         groups[(lr, 0.0 if no_decay else config.optim.weight_decay)].append(param)
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
@@ -145,7 +147,7 @@ class GleeTrainer:
         loss = config.loss
         self.criterion = SetCriterion(
             HungarianMatcher(num_points=loss.num_points),
-            weights=LossWeights(cls=loss.cls, bbox=loss.bbox, giou=loss.giou, mask=loss.mask, dice=loss.dice),
+            weights=loss.weights,
             num_points=loss.num_points,
             num_boxes_reducer=(lambda n: self.accelerator.reduce(n, reduction="mean"))
             if self.accelerator.num_processes > 1 else None)
@@ -257,8 +259,11 @@ class GleeTrainer:
                         [tuple(x) for x in self.history["val"]], title="GLEE training loss")
 
     # ------------------------------------------------------------------ loop
-    def train(self, *, resume: bool = False) -> TrainResult:
+    def train(self, *, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Run (or, with ``resume``, continue) the schedule of ``config.steps`` steps; ``stop_after`` ends this run
+        early at that step without changing the schedule (the checkpoint then resumes the same run)."""
         config = self.config
+        last = config.steps if stop_after is None else min(stop_after, config.steps)
         if resume:
             self.resume()
         self.model.train()
@@ -267,7 +272,7 @@ class GleeTrainer:
                    dynamic_ncols=True)
         window: list[float] = []
         started = time.time()
-        while self.step < config.steps:
+        while self.step < last:
             step = self.step
             rng = np.random.default_rng([config.seed, step, acc.process_index])
             generator = torch.Generator(device=acc.device).manual_seed(config.seed * 1_000_003 + step)

@@ -99,3 +99,23 @@ def test_config_errors(tmp_path):
         TrainConfig.from_yaml(bad)
     with pytest.raises(ValueError, match="steps and batch_size must be >= 1"):
         GleeTrainer(_config(tmp_path, steps=0), FixedScenes(ShapeworldSource(), 1))
+
+
+def test_train_glee_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from gleekit.cli import app
+
+    config = tmp_path / "run.yaml"
+    config.write_text("model: {preset: nano}\nsteps: 2\nbatch_size: 1\nloss: {num_points: 64}\n"
+                      f"output_dir: {tmp_path / 'out'}\neval_every: 0\ncheckpoint_every: 1\n")
+    result = CliRunner().invoke(app, ["train", "glee", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / "checkpoint-last" / "trainer_state.pt").is_file()
+    assert not list((tmp_path / "out").glob("*.tmp"))
+    config.write_text("optim: {lr_max: 1}\n")
+    result = CliRunner().invoke(app, ["train", "glee", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "unknown config keys: optim.lr_max" in result.output

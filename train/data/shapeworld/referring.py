@@ -135,9 +135,13 @@ class _Layout:
         boxes = np.array([obj.box for obj in scene.objects], dtype=np.float64).reshape(-1, 4)
         self.centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
         self.areas = np.array([polygon_area(obj.shape, obj.radius) for obj in scene.objects])
+        self._selected: dict[Description, list[int]] = {}
 
     def select(self, description: Description) -> list[int]:
-        return [index for index, obj in enumerate(self.objects) if description.accepts(obj)]
+        """Indices of the objects matching ``description`` (memoised: generation asks many times)."""
+        if description not in self._selected:
+            self._selected[description] = [i for i, obj in enumerate(self.objects) if description.accepts(obj)]
+        return self._selected[description]
 
     def position(self, direction: str) -> tuple[np.ndarray, float]:
         """Sort key (smaller = earlier from ``direction``) for every object, and the minimum clear gap."""
@@ -253,22 +257,28 @@ def _is_unique(form: ReferringForm, layout: _Layout, target: int) -> bool:
     return result.matches == (target,) and not result.borderline
 
 
-def _candidate_forms(layout: _Layout, target: int) -> dict[str, list[ReferringForm]]:
-    """Every form of every kind that refers uniquely to ``target``."""
-    obj = layout.objects[target]
-    subjects = _descriptions(obj, max_length=2)
-    names: dict[int, Description] = {}  # shortest unique name of every other object (anchors)
-    for index, other in enumerate(layout.objects):
-        unique = (d for d in _descriptions(other)[1:] if layout.select(d) == [index])
-        name = next(unique, None) if index != target else None
+def _unique_names(layout: _Layout) -> dict[int, Description]:
+    """The shortest attribute description that singles out each object (objects without one are left out)."""
+    names = {}
+    for index, obj in enumerate(layout.objects):
+        name = next((d for d in _descriptions(obj)[1:] if layout.select(d) == [index]), None)
         if name is not None:
             names[index] = name
+    return names
+
+
+def _forms_by_kind(layout: _Layout, target: int, names: dict[int, Description]) -> dict[str, list[ReferringForm]]:
+    """Candidate forms of every kind about ``target`` (not yet checked for uniqueness), shortest text first;
+    anchors are other objects named by their ``names``."""
+    obj = layout.objects[target]
+    subjects = _descriptions(obj, max_length=2)
+    anchors = sorted(index for index in names if index != target)
     forms: list[ReferringForm] = [ReferringForm("attribute", d) for d in _descriptions(obj)[1:]]
     for subject in subjects[1:]:
-        forms += [ReferringForm("spatial", subject, r, (names[a],)) for a in names for r in RELATIONS]
+        forms += [ReferringForm("spatial", subject, r, (names[a],)) for a in anchors for r in RELATIONS]
         forms += [
             ReferringForm("between", subject, "between", (names[a], names[b]))
-            for a, b in itertools.combinations(sorted(names), 2)
+            for a, b in itertools.combinations(anchors, 2)
         ]
     for subject in subjects:
         for direction in DIRECTIONS:
@@ -282,10 +292,14 @@ def _candidate_forms(layout: _Layout, target: int) -> dict[str, list[ReferringFo
             if subject.size is None or extreme in _EXTREME_DIRECTION  # no "the smallest small shape"
         ]
     by_kind: dict[str, list[ReferringForm]] = {kind: [] for kind in KINDS}
-    for form in forms:
-        if _is_unique(form, layout, target):
-            by_kind[form.kind].append(form)
+    for form in sorted(forms, key=lambda form: len(form.text())):
+        by_kind[form.kind].append(form)
     return by_kind
+
+
+def _shortest_unique(forms: list[ReferringForm], layout: _Layout, target: int, count: int) -> list[ReferringForm]:
+    """The first ``count`` of ``forms`` that refer uniquely to ``target``."""
+    return list(itertools.islice((form for form in forms if _is_unique(form, layout, target)), count))
 
 
 def referring_expressions(
@@ -299,15 +313,15 @@ def referring_expressions(
     if max_per_object < 1:
         raise ValueError(f"max_per_object must be >= 1, got {max_per_object}")
     layout = _Layout(scene)
+    names = _unique_names(layout)
     expressions: list[ReferringExpression] = []
     for target in range(len(scene.objects)):
-        by_kind = _candidate_forms(layout, target)
-        chosen: list[ReferringForm] = by_kind["attribute"][:1]
-        others = [kind for kind in KINDS[1:] if by_kind[kind]]
+        by_kind = _forms_by_kind(layout, target, names)
+        chosen = _shortest_unique(by_kind["attribute"], layout, target, 1)
+        shortest = {kind: _shortest_unique(by_kind[kind], layout, target, 3) for kind in KINDS[1:]}
+        others = [kind for kind in KINDS[1:] if shortest[kind]]
         rng.shuffle(others)
         for kind in others[: max_per_object - len(chosen)]:
-            shortest = sorted(by_kind[kind], key=lambda form: len(form.text()))[:3]
-            chosen.append(shortest[int(rng.integers(len(shortest)))])
+            chosen.append(shortest[kind][int(rng.integers(len(shortest[kind])))])
         expressions += [ReferringExpression(form.text(), target, form.kind, form) for form in chosen]
     return expressions
-

@@ -177,10 +177,11 @@ def rasterize(placement: Placement, height: int, width: int) -> np.ndarray:
 
 
 def texture_shade(color: str) -> tuple[int, int, int]:
-    """Second tone of a textured object: a darker shade of bright colours, a lighter one of dark ones."""
+    """Second tone of a textured object: 70 % of the base colour, or a lighter tint where that would sink
+    into the dark background (luminance below 55)."""
     rgb = np.asarray(COLORS[color], dtype=np.float64)
-    luminance = float(rgb @ np.array([0.299, 0.587, 0.114]))
-    shade = rgb * 0.6 if luminance > 110 else rgb + (255 - rgb) * 0.45
+    darker = rgb * 0.7
+    shade = darker if float(darker @ np.array([0.299, 0.587, 0.114])) > 55 else rgb + (255 - rgb) * 0.45
     return tuple(int(round(c)) for c in shade)
 
 

@@ -4,9 +4,11 @@ Every object is a track with a fixed appearance (tracks have distinct colours), 
 ``scene.draw_objects`` on a background shared by all frames, and a motion: constant velocity with a
 slow spin. "stay" tracks bounce off the image borders; "enter" tracks start fully outside and move in
 through a border; "leave" tracks start inside and move out. With probability ``crossing_prob`` one
-"stay" track is re-aimed to meet another track mid-clip, so that one occludes the other. Track ids are indices into ``Video.tracks``; a track is listed in a frame
-only if at least ``min_visible_pixels`` of it are visible (not yet entered, gone, or hidden: absent);
-a track below that is not drawn in that frame either, so every drawn pixel belongs to a listed object.
+"stay" track is re-aimed to meet another track mid-clip, so that one occludes the other.
+
+Track ids are indices into ``Video.tracks``; a track is listed in a frame only if at least
+``min_visible_pixels`` of it are visible (not yet entered, gone, or hidden: absent); a track below that
+is not drawn in that frame either, so every drawn pixel belongs to a listed object.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from train.data.shapeworld.scene import (
     sample_placement,
     scene_seed,
 )
-from train.data.shapeworld.vocab import SHAPES
+from train.data.shapeworld.vocab import COLORS, SHAPES
 
 MODES = ("stay", "enter", "leave")
 
@@ -56,6 +58,8 @@ class VideoConfig:
             raise ValueError(
                 f"VideoConfig: need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
             )
+        if self.max_objects > len(COLORS):
+            raise ValueError(f"VideoConfig: max_objects must be <= {len(COLORS)} (tracks have distinct colours)")
         if self.enter_prob + self.leave_prob > 1.0:
             total = self.enter_prob + self.leave_prob
             raise ValueError(f"VideoConfig: enter_prob + leave_prob must be <= 1, got {total}")
@@ -117,11 +121,12 @@ def _pose(track: Placement, motion: _Motion, t: float) -> Placement:
 
 
 def _motion(rng: np.random.Generator, placement: Placement, mode: str, config: VideoConfig) -> _Motion:
+    """Random motion of a track in ``mode``; tracks entering or leaving move at the faster half of ``speed``."""
     size = np.array([config.width, config.height], dtype=np.float64)
     radius = placement.radius
-    speed = rng.uniform(*config.speed) * min(config.height, config.width)
     spin = rng.uniform(-config.spin, config.spin)
     if mode == "stay":
+        speed = rng.uniform(*config.speed) * min(config.height, config.width)
         angle = rng.uniform(0, 2 * np.pi)
         low, high = np.full(2, 0.8 * radius), size - 0.8 * radius
         start = np.array(placement.center)

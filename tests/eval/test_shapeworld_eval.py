@@ -1,0 +1,63 @@
+"""Shapeworld evaluation: an oracle scores 1, a predictor that is always wrong scores 0."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.shapeworld import evaluate_shapeworld
+from glee_core.mask_ops import masks_to_boxes
+from glee_core.structures import Categories, Detections, Expression
+from train.data.shapeworld import generate_scene, referring_expressions, scene_seed
+
+NUM_SCENES = 6
+
+
+class Oracle:
+    """Answers from the ground truth of the scene it is shown (looked up by image bytes)."""
+
+    def __init__(self, wrong: bool = False):
+        self.wrong = wrong
+        self.scenes = {}
+        for i in range(NUM_SCENES):
+            scene = generate_scene(scene_seed("test", i), split="test")
+            self.scenes[scene.image.tobytes()] = scene
+
+    def predict(self, image, prompt, topk=None):
+        scene = self.scenes[image.tobytes()]
+        objects = scene.objects
+        if isinstance(prompt, Categories):
+            chosen, labels = objects, [prompt.names.index(o.shape) for o in objects]
+        elif isinstance(prompt, Expression):
+            rng = np.random.default_rng([scene.seed, 7])
+            text = {e.text: e.target for e in referring_expressions(scene, rng)}
+            chosen, labels = [objects[text[prompt.text]]], [0]
+        else:
+            point_or_box = prompt.boxes[0] if prompt.boxes is not None else np.r_[prompt.points[0], prompt.points[0]]
+            x, y = int(point_or_box[0] + 1), int(point_or_box[1] + 1)
+            chosen, labels = [next(o for o in reversed(objects) if o.mask[min(y, 255), min(x, 255)]
+                                   or prompt.boxes is not None and np.allclose(o.box, prompt.boxes[0]))], [0]
+        masks = np.stack([o.mask for o in chosen])
+        if self.wrong:
+            masks = np.roll(masks, 128, axis=(1, 2))
+        return Detections(boxes=masks_to_boxes(masks), scores=np.ones(len(chosen), np.float32),
+                          labels=np.array(labels), label_names=list(getattr(prompt, "names", ["x"])),
+                          image_size=image.shape[:2], masks=masks)
+
+
+def test_oracle_scores_one():
+    scores = evaluate_shapeworld(Oracle(), num_scenes=NUM_SCENES, progress=False)
+    assert scores.box_ap50 == pytest.approx(1.0) and scores.mask_ap50 == pytest.approx(1.0)
+    assert scores.box_ap == pytest.approx(1.0) and scores.mask_ap == pytest.approx(1.0)
+    assert scores.refer_acc50 == 1.0 and scores.visual_box_acc == 1.0 and scores.visual_point_acc == 1.0
+    assert scores.num_scenes == NUM_SCENES and scores.num_prompts == 2 * NUM_SCENES
+    assert "referring Acc@0.5" in scores.table()
+
+
+def test_wrong_answers_score_zero():
+    scores = evaluate_shapeworld(Oracle(wrong=True), num_scenes=NUM_SCENES, progress=False)
+    assert scores.mask_ap50 < 0.05 and scores.refer_acc50 == 0.0 and scores.visual_point_acc == 0.0
+
+
+def test_rejects_no_scenes():
+    with pytest.raises(ValueError, match="num_scenes"):
+        evaluate_shapeworld(Oracle(), num_scenes=0)
