@@ -68,6 +68,10 @@ class LossSection:
 
 @dataclass
 class TrainConfig:
+    """A whole run. ``batch_size`` is per process; ``num_workers`` background processes make the samples
+    (0: the training process does); ``num_threads`` caps torch's CPU threads; ``mixed_precision``: accelerate's
+    ``no`` / ``fp16`` / ``bf16``."""
+
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -82,6 +86,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     mixed_precision: str = "no"
     num_threads: int | None = None
+    num_workers: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

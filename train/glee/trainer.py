@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -113,6 +113,22 @@ def param_groups(model: GleeModel, config: TrainConfig) -> list[dict]:
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
 
 
+class StepSamples(torch.utils.data.Dataset):
+    """``steps[i]``: the ``batch_size`` samples that process ``rank`` of ``world`` trains on at step ``i`` (a pure
+    function of the step, so data loader workers, resumed runs and every process agree)."""
+
+    def __init__(self, source: SampleSource, batch_size: int, rank: int = 0, world: int = 1):
+        self.source, self.batch_size, self.rank, self.world = source, batch_size, rank, world
+
+    def __getitem__(self, step: int) -> list[TrainSample]:
+        first = (step * self.world + self.rank) * self.batch_size
+        return [self.source.sample(first + j) for j in range(self.batch_size)]
+
+
+def _identity(samples: list[TrainSample]) -> list[TrainSample]:
+    return samples
+
+
 class GleeTrainer:
     """Train a :class:`GleeModel` on a sample source; see the module docstring.
 
@@ -130,6 +146,8 @@ class GleeTrainer:
 
         if config.steps < 1 or config.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {config.steps} and {config.batch_size}")
+        if config.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {config.num_workers}")
         self.config = config
         self.source, self.val_source = source, val_source
         self.callbacks = list(callbacks)
@@ -160,9 +178,19 @@ class GleeTrainer:
         return self.accelerator.unwrap_model(self.model)
 
     def _samples(self, step: int, rank: int, world: int, source: SampleSource) -> list[TrainSample]:
-        size = self.config.batch_size
-        first = (step * world + rank) * size
-        return [source.sample(first + j) for j in range(size)]
+        return StepSamples(source, self.config.batch_size, rank, world)[step]
+
+    def _sample_stream(self, first: int, last: int) -> Iterator[list[TrainSample]]:
+        """This process's samples of steps ``first .. last - 1``, made by ``config.num_workers`` background
+        processes (0: in the training process)."""
+        acc = self.accelerator
+        steps = StepSamples(self.source, self.config.batch_size, acc.process_index, acc.num_processes)
+        if self.config.num_workers == 0:
+            return (steps[step] for step in range(first, last))
+        loader = torch.utils.data.DataLoader(
+            steps, batch_size=None, sampler=range(first, last), num_workers=self.config.num_workers,
+            collate_fn=_identity, prefetch_factor=4, persistent_workers=False)
+        return iter(loader)
 
     def _batches(self, samples: list[TrainSample], rng: np.random.Generator) -> list[GleeBatch]:
         groups: dict[tuple, list[TrainSample]] = defaultdict(list)
@@ -272,11 +300,12 @@ class GleeTrainer:
                    dynamic_ncols=True)
         window: list[float] = []
         started = time.time()
+        stream = self._sample_stream(self.step, last)
         while self.step < last:
             step = self.step
             rng = np.random.default_rng([config.seed, step, acc.process_index])
             generator = torch.Generator(device=acc.device).manual_seed(config.seed * 1_000_003 + step)
-            batches = self._batches(self._samples(step, acc.process_index, acc.num_processes, self.source), rng)
+            batches = self._batches(next(stream), rng)
             losses = self.batch_losses(batches, generator)
             self.optimizer.zero_grad(set_to_none=True)
             acc.backward(losses["loss"])

@@ -63,6 +63,21 @@ def test_resume_continues_exactly(tmp_path, scenes):
     assert [s for s, _ in resumed.history["train"]] == [1, 2, 3, 4]
 
 
+def test_data_workers_make_the_same_samples(tmp_path):
+    source = ShapeworldSource(task_weights={"detection": 1.0, "referring": 1.0, "visual": 1.0})
+    inline = GleeTrainer(_config(tmp_path / "a"), source, model=_seeded_model())
+    workers = GleeTrainer(_config(tmp_path / "b", num_workers=2), source, model=_seeded_model())
+    expected, got = list(inline._sample_stream(3, 7)), list(workers._sample_stream(3, 7))
+    assert len(got) == 4 and all(len(step) == 2 for step in got)
+    for step_a, step_b in zip(expected, got):
+        for a, b in zip(step_a, step_b):
+            assert a.task == b.task and a.names == b.names
+            np.testing.assert_array_equal(a.image, b.image)
+            np.testing.assert_array_equal(a.boxes, b.boxes)
+    with pytest.raises(ValueError, match="num_workers"):
+        GleeTrainer(_config(tmp_path / "c", num_workers=-1), source, model=_seeded_model())
+
+
 def _seeded_model(seed: int = 0) -> GleeModel:
     torch.manual_seed(seed)
     return GleeModel.from_config("nano")
