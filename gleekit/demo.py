@@ -75,9 +75,10 @@ def demo(out: Path = typer.Option(Path("gleekit-demo"), help="Output folder for 
     target = int(rng.integers(len(world.objects)))
     point = interior_point(world.objects[target].mask)
     best = predictor.predict(world.image, VisualPrompt(points=np.array([point], dtype=np.float32)), topk=1)
-    name, iou = best_match(best)
+    name, _ = best_match(best)
+    iou = float(mask_iou(best.masks[:1], gt_masks[[target]])[0, 0]) if len(best) else 0.0
     console.print(f"3. point ({point[0]:.0f}, {point[1]:.0f}) on the {attribute_phrase(world.objects[target])} -> "
-                  f"mask of the {name} (mask IoU {iou:.2f}), score {best.scores[0]:.2f}")
+                  f"mask of the {name}, mask IoU with the pointed object {iou:.2f}, score {best.scores[0]:.2f}")
     save_overlay(out / "point.png", world.image, best)
     summary["point"] = {"point": list(point), "target": target, "mask_iou": iou, **best.to_json_dict()}
 

@@ -1,5 +1,10 @@
 """The bundled nano model, recomputed from the shipped weights on fresh held-out scenes (a test-split seed never
-used in training), meets the figures its model card states."""
+used in training), meets the figures its model card states.
+
+The issue's targets (box AP50 0.90, mask AP50 0.85, referring 0.90, visual 0.90) are not reached yet; the
+floors below are the model card's measured figures less 0.03 (room for numeric differences between
+platforms), so a regression of the shipped weights or of the inference path fails here. Raise them with the
+model."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +14,13 @@ from glee_core.predictor import GleePredictor
 
 HELD_OUT_SEED = 2026
 NUM_SCENES = 150
+# Measured (glee_core/weights/nano/MODEL_CARD.md): box AP50 0.215, mask AP50 0.201, referring Acc@0.5 0.413,
+# visual box 0.780, visual point 0.800.
+TOLERANCE = 0.03
+BOX_AP50 = 0.215 - TOLERANCE
+MASK_AP50 = 0.201 - TOLERANCE
+REFER_ACC50 = 0.413 - TOLERANCE
+VISUAL_ACC = 0.780 - TOLERANCE
 
 
 @pytest.fixture(scope="module")
