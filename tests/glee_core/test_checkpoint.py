@@ -228,7 +228,7 @@ def test_read_state_dict_errors(tmp_path):
 
 
 def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(CheckpointError, match=r"pass preset= \(one of lite-r50, plus-swinl, pro-eva02l, tiny\)"):
+    with pytest.raises(CheckpointError, match=r"pass preset= \(one of lite-r50, nano, plus-swinl, pro-eva02l, tiny\)"):
         GleeModel.from_pretrained(REFERENCE_DIR / "weights.safetensors")
     with pytest.raises(CheckpointError, match=r"no weights are bundled for preset 'lite-r50'.*from_config"):
         GleeModel.from_pretrained("lite-r50")

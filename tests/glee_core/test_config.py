@@ -8,7 +8,7 @@ import pytest
 from glee_core.config import GleeConfig, TextConfig, get_preset, list_presets
 from glee_core.processing import InputSpec
 
-PRESET_NAMES = ["tiny", "lite-r50", "plus-swinl", "pro-eva02l"]
+PRESET_NAMES = ["tiny", "nano", "lite-r50", "plus-swinl", "pro-eva02l"]
 
 
 def test_list_presets():
@@ -48,7 +48,7 @@ def test_preset_names_are_normalised_and_fresh():
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(ValueError, match=r"unknown preset 'huge'.*lite-r50, plus-swinl, pro-eva02l, tiny"):
+    with pytest.raises(ValueError, match=r"unknown preset 'huge'.*lite-r50, nano, plus-swinl, pro-eva02l, tiny"):
         get_preset("huge")
 
 
