@@ -39,13 +39,6 @@ def demo(out: Path = typer.Option(Path("gleekit-demo"), help="Output folder for 
     gt_masks = np.stack([o.mask for o in world.objects])
     gt_boxes = np.stack([o.box for o in world.objects])
 
-    def best_match(dets) -> tuple[str, float]:
-        if len(dets) == 0:
-            return "-", 0.0
-        ious = mask_iou(dets.masks, gt_masks)
-        j = int(ious[0].argmax())
-        return attribute_phrase(world.objects[j]), float(ious[0, j])
-
     summary: dict = {"model": model, "scene": {"split": "test", "index": scene, "seed": world.seed,
                                                "objects": [attribute_phrase(o) for o in world.objects]}}
 
@@ -75,8 +68,9 @@ def demo(out: Path = typer.Option(Path("gleekit-demo"), help="Output folder for 
     target = int(rng.integers(len(world.objects)))
     point = interior_point(world.objects[target].mask)
     best = predictor.predict(world.image, VisualPrompt(points=np.array([point], dtype=np.float32)), topk=1)
-    name, _ = best_match(best)
-    iou = float(mask_iou(best.masks[:1], gt_masks[[target]])[0, 0]) if len(best) else 0.0
+    ious = mask_iou(best.masks[:1], gt_masks)[0] if len(best) else np.zeros(len(world.objects))
+    name = attribute_phrase(world.objects[int(ious.argmax())]) if len(best) else "-"
+    iou = float(ious[target])
     console.print(f"3. point ({point[0]:.0f}, {point[1]:.0f}) on the {attribute_phrase(world.objects[target])} -> "
                   f"mask of the {name}, mask IoU with the pointed object {iou:.2f}, score {best.scores[0]:.2f}")
     save_overlay(out / "point.png", world.image, best)

@@ -177,9 +177,6 @@ class GleeTrainer:
     def unwrapped(self) -> GleeModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def _samples(self, step: int, rank: int, world: int, source: SampleSource) -> list[TrainSample]:
-        return StepSamples(source, self.config.batch_size, rank, world)[step]
-
     def _sample_stream(self, first: int, last: int) -> Iterator[list[TrainSample]]:
         """This process's samples of steps ``first .. last - 1``, made by ``config.num_workers`` background
         processes (0: in the training process)."""
@@ -266,10 +263,10 @@ class GleeTrainer:
         if self.val_source is not None and self.config.val_batches > 0:
             generator = torch.Generator(device=self.accelerator.device).manual_seed(0)
             rng = np.random.default_rng(0)
-            values = []
+            values, val_steps = [], StepSamples(self.val_source, self.config.batch_size)
             self.unwrapped.predictor.train()
             for i in range(self.config.val_batches):
-                batches = self._batches(self._samples(i, 0, 1, self.val_source), rng)
+                batches = self._batches(val_steps[i], rng)
                 values.append(float(self.batch_losses(batches, generator)["loss"]))
             self.unwrapped.predictor.eval()
             metrics["val_loss"] = float(np.mean(values))
