@@ -42,11 +42,15 @@ class ImageLoadError(ValueError):
     """An image source that cannot be turned into an RGB array (unreadable, corrupt, wrong shape or size)."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image with more than ``max_pixels`` pixels (refused before its pixels are decoded)."""
+
+
 def _check_size(height: int, width: int, name: str, max_pixels: int) -> None:
     if height < MIN_SIDE or width < MIN_SIDE:
         raise ImageLoadError(f"image {name} is {width}x{height} (WxH); each side must be at least {MIN_SIDE} pixels")
     if height * width > max_pixels:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             f"image {name} is {width}x{height} (WxH) = {height * width} pixels, more than max_pixels={max_pixels}; "
             "refusing to decode it (possible decompression bomb). Downscale it or pass a larger max_pixels"
         )

@@ -66,8 +66,10 @@ class GleePredictor:
         Args:
             images: one image or a list (path, PIL, uint8 HWC RGB numpy, or tensor); any size.
             prompt: ``Categories`` (labels index the names), ``Expression`` (one result per image,
-                label 0) or ``VisualPrompt`` (one result per box/point/mask/scribble, label = prompt
-                index; one image at a time).
+                label 0) or ``VisualPrompt`` (one result per box/foreground point/mask/scribble, label
+                = prompt index; one image at a time). Background points (``point_labels`` 0) exclude:
+                each prompt then returns its best object whose mask covers no background point, or
+                nothing when every candidate does.
             score_threshold: drop detections scoring below it.
             topk: keep at most this many detections (highest scores first).
             nms_iou: if given, class-agnostic NMS at this IoU.
@@ -111,9 +113,11 @@ class GleePredictor:
 
     def _predict_visual(self, image: np.ndarray, prompt: VisualPrompt) -> Detections:
         prompt.validate_against(image.shape[:2])
-        if prompt.point_labels is not None and not prompt.point_labels.all():
-            raise ValueError("background points (point_labels 0) are not supported: each point is a separate "
-                             "foreground prompt; give point_labels 1 or leave them out")
+        background = np.zeros((0, 2)) if prompt.points is None else prompt.points[prompt.point_labels == 0]
+        foreground = None if prompt.points is None else prompt.points[prompt.point_labels == 1]
+        if len(background) == prompt.num_prompts:
+            raise ValueError("background points (point_labels 0) only exclude objects; give at least one "
+                             "foreground point, box, scribble or mask to select an object")
         batch = processing.preprocess([image], self.spec, device=self.model.device)
         image_size, original = batch.image_sizes[0], batch.original_sizes[0]
         sy, sx = image_size[0] / original[0], image_size[1] / original[1]
@@ -121,7 +125,7 @@ class GleePredictor:
         for box in [] if prompt.boxes is None else prompt.boxes:
             scaled = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
             masks.append(prompt_mask_from_box(scaled, image_size, batch.padded_size)), kinds.append("box")
-        for point in [] if prompt.points is None else prompt.points:
+        for point in [] if foreground is None else foreground:
             scaled = [min(point[0] * sx, image_size[1] - 1), min(point[1] * sy, image_size[0] - 1)]
             masks.append(prompt_mask_from_point(scaled, image_size, batch.padded_size)), kinds.append("point")
         for mask in [] if prompt.masks is None else prompt.masks:
@@ -135,7 +139,9 @@ class GleePredictor:
             out = self.model(batch.tensor, visual_prompt_masks=mask.to(self.model.device), visual_prompt_type=kind)
             masks_up = processing.upsample_masks(out.pred_masks[0].float(), batch.padded_size, image_size, original)
             boxes = processing.scale_boxes(out.pred_boxes[0].float(), batch.padded_size, image_size, original, lsj=True)
-            rows.append((processing.visual_prompt_inference(out.pred_logits[0].float(), masks_up, boxes), out.query_embeds[0]))
+            candidates = len(out.pred_logits[0]) if len(background) else 1
+            inst = processing.visual_prompt_inference(out.pred_logits[0].float(), masks_up, boxes, topk=candidates)
+            rows.append((self._exclude_background(inst, background), out.query_embeds[0]))
         names = [f"prompt {i}" for i in range(len(rows))]
         parts = [self._to_detections(inst, embeds, names, original, label=i) for i, (inst, embeds) in enumerate(rows)]
         return Detections(
@@ -144,6 +150,17 @@ class GleePredictor:
             masks=np.concatenate([p.masks for p in parts]), query_embeds=np.concatenate([p.query_embeds for p in parts]),
             query_index=np.concatenate([p.query_index for p in parts]),
         )
+
+    @staticmethod
+    def _exclude_background(inst: processing.InstanceResult, background: np.ndarray) -> processing.InstanceResult:
+        """The best candidate whose mask covers none of the ``background`` points ([B, 2] xy), or none at all."""
+        if not len(background):
+            return inst[:1]
+        height, width = inst.mask_logits.shape[-2:]
+        xs = torch.as_tensor(background[:, 0]).long().clamp(0, width - 1)
+        ys = torch.as_tensor(background[:, 1]).long().clamp(0, height - 1)
+        allowed = ~inst.masks[:, ys, xs].any(dim=1)
+        return inst[allowed.nonzero()[:1, 0]]
 
     @staticmethod
     def _resize_prompt_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

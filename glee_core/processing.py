@@ -10,6 +10,7 @@ original pixels. See ``../shared/reference/glee/README.md`` §3 and §5 for the 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -203,6 +204,10 @@ class InstanceResult:
     @property
     def masks(self) -> torch.Tensor:
         return self.mask_logits > 0
+
+    def __getitem__(self, index: slice | torch.Tensor) -> "InstanceResult":
+        """The instances selected by ``index`` (a slice or index tensor), every field alike."""
+        return InstanceResult(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
 
 def instance_inference(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glee_core.image_io import MAX_PIXELS, ImageLoadError, load_image
+from glee_core.image_io import MAX_PIXELS, ImageLoadError, ImageTooLargeError, load_image
 
 RGB = np.random.default_rng(0).integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
 
@@ -105,7 +105,7 @@ def test_truncated_and_corrupt_files(tmp_path: Path):
 
 def test_decompression_bomb_refused_before_decoding():
     assert MAX_PIXELS == 100_000_000
-    with pytest.raises(ImageLoadError, match="possible decompression bomb"):
+    with pytest.raises(ImageTooLargeError, match="possible decompression bomb"):
         load_image(forged_png(20000, 20000))
     with pytest.raises(ImageLoadError, match=r"12000x10000 \(WxH\) = 120000000 pixels, more than max_pixels=100000000"):
         load_image(forged_png(12000, 10000))
