@@ -7,7 +7,7 @@ visual prompts use the official demo's selection (best query, clamped boxes).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from glee_core import processing
 from glee_core.image_io import ImageSource, load_image
 from glee_core.modeling.glee import GleeModel
 from glee_core.modeling.visual_prompt import prompt_mask_from_box, prompt_mask_from_mask, prompt_mask_from_point
-from glee_core.structures import Categories, Detections, Expression, VisualPrompt
+from glee_core.online_tracking import OnlineTracker
+from glee_core.structures import Categories, Detections, Expression, Tracks, VisualPrompt
 
 Prompt = Union[Categories, Expression, VisualPrompt]
 MAX_BATCH_IMAGES = 64
@@ -96,6 +97,47 @@ class GleePredictor:
             raise TypeError(f"prompt must be Categories, Expression or VisualPrompt, got {type(prompt).__name__}")
         results = [self._select(d, score_threshold, topk, nms_iou) for d in results]
         return results[0] if single else results
+
+    @torch.no_grad()
+    def track(
+        self,
+        frames: Iterable[ImageSource],
+        prompt: Categories | Expression,
+        *,
+        score_threshold: float = 0.3,
+        topk: int | None = None,
+        nms_iou: float | None = 0.7,
+        tracker: OnlineTracker | None = None,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> Tracks:
+        """Track objects through a video, frame by frame (online; see :mod:`glee_core.online_tracking`).
+
+        Args:
+            frames: the frames in order (any image sources of one size; a generator streams).
+            prompt: ``Categories`` or an ``Expression``.
+            score_threshold, topk, nms_iou: per-frame selection, as in :meth:`predict` (NMS removes the
+                duplicate boxes one query yields under several category names).
+            tracker: the association state and its settings (a fresh ``OnlineTracker()`` by default).
+            on_frame: called with the frame index before each frame (progress, cancellation by raising).
+
+        Returns :class:`Tracks`: per-frame ``Detections`` with stable ``track_ids``.
+        """
+        if not isinstance(prompt, (Categories, Expression)):
+            raise TypeError(f"track takes Categories or an Expression, got {type(prompt).__name__}")
+        tracker = tracker if tracker is not None else OnlineTracker()
+        results, size = [], None
+        for t, frame in enumerate(frames):
+            if on_frame is not None:
+                on_frame(t)
+            image = load_image(frame)
+            if size is not None and image.shape[:2] != size:
+                raise ValueError(f"frame {t} is {image.shape[1]}x{image.shape[0]} (WxH), frame 0 is {size[1]}x{size[0]}")
+            size = image.shape[:2]
+            detections = self.predict(image, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms_iou)
+            results.append(tracker.update(detections))
+        if not results:
+            raise ValueError("no frames given")
+        return Tracks(results)
 
     # ------------------------------------------------------------------ internals
     def _predict_text(self, arrays: list[np.ndarray], *, label_names: list[str], categories=None, expressions=None) -> list[Detections]:

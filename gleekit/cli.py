@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import typer
 
+from agents.cli import register as register_agents
 from eval.cli import register as register_eval
 from glee_core.cli import register as register_glee_core
 from gleekit.demo import demo
@@ -12,6 +13,7 @@ app = typer.Typer(help="gleekit: GLEE object detection, segmentation, grounding 
 register_glee_core(app)
 register_train(app)
 register_eval(app)
+register_agents(app)
 app.command()(demo)
 
 

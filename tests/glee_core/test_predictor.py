@@ -14,6 +14,8 @@ from glee_core import processing
 from glee_core.modeling.glee import GleeModel
 from glee_core.predictor import GleePredictor
 from glee_core.structures import Categories, Detections, Expression, VisualPrompt
+from train.data.shapeworld.scene import scene_seed
+from train.data.shapeworld.video import generate_video
 from tests.conftest import REFERENCE_DIR, Case, assert_close, load_case
 
 WEIGHTS = REFERENCE_DIR / "weights.safetensors"
@@ -200,3 +202,19 @@ def test_bfloat16_on_cpu(tiny_model: GleeModel):
     assert overlap.max(1).min() >= 0.8, "a top-10 fp32 detection has no close bf16 counterpart"
     assert np.abs(dets.boxes[overlap[0].argmax()] - fp32.boxes[0]).max() <= 3.0, "top-1 box moved by > 3 px"
     assert np.abs(dets.scores[:10] - fp32.scores[:10]).max() <= 0.02
+
+
+def test_track_streams_frames_with_stable_ids_and_checks_them():
+    video = generate_video(scene_seed("test", 0), split="test")
+    predictor = GleePredictor.from_pretrained("nano")
+    seen = []
+    frames = (f.image for f in video.frames[:4])  # a generator: frames are streamed
+    tracks = predictor.track(frames, Expression("the circle"), score_threshold=0.0, on_frame=seen.append)
+    assert seen == [0, 1, 2, 3] and len(tracks) == 4
+    # One object per frame for an expression; the tracker keeps following it with few new ids.
+    assert all(len(f) == 1 and f.masks.shape == (1, 256, 256) for f in tracks.frames)
+    assert len(tracks.track_ids) <= 2
+    with pytest.raises(ValueError, match=r"frame 1 is 32x32 \(WxH\), frame 0 is 256x256"):
+        predictor.track([video.frames[0].image, np.zeros((32, 32, 3), np.uint8)], Categories(["circle"]))
+    with pytest.raises(ValueError, match="no frames given"):
+        predictor.track([], Categories(["circle"]))
