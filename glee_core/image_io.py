@@ -63,7 +63,7 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
     except Image.DecompressionBombError as error:
-        raise ImageLoadError(f"refusing to decode image {name} (possible decompression bomb): {error}") from error
+        raise ImageTooLargeError(f"refusing to decode image {name} (possible decompression bomb): {error}") from error
     except UnidentifiedImageError as error:
         raise ImageLoadError(f"cannot decode image {name}: not a recognised image format") from error
     except OSError as error:
