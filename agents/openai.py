@@ -75,9 +75,11 @@ def dispatch(tool_call: Any, toolkit: GleeToolkit) -> dict[str, Any]:
     call_id = _field(tool_call, "id") or _field(tool_call, "call_id")
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
+            parsed = json.loads(arguments) if arguments.strip() else {}
         except (json.JSONDecodeError, RecursionError):
-            pass  # the core answers with a bad_argument error
+            parsed = None
+        if isinstance(parsed, dict):
+            arguments = parsed  # else the core parses the text again and names the problem
     outcome = toolkit.call(name if isinstance(name, str) else str(name), _without_nulls(arguments))
     return {"role": "tool", "tool_call_id": str(call_id) if call_id is not None else None,
             "content": tool_message_content(outcome)}
