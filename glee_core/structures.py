@@ -65,7 +65,8 @@ def _array(value: Any, name: str, dims: Sequence[tuple[str, int | None]], kind: 
     if array.dtype.kind not in _KINDS[kind]:
         raise ValueError(f"{name} must hold {kind} values, got dtype {array.dtype}")
     if kind == "float":
-        array = array.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused just below
+            array = array.astype(np.float32, copy=False)
         if not np.isfinite(array).all():
             raise ValueError(f"{name} must be finite, got NaN or inf")
         return array
