@@ -41,7 +41,7 @@ def object_infos(detections: Detections, with_masks: bool, ids: list[str | None]
     if with_masks and detections.masks is None:
         raise ValueError("masks were asked for but the detections have none")
     rles = detections.to_rle() if with_masks else [None] * len(detections)
-    areas = (detections.masks.sum(axis=(1, 2)) if with_masks
+    areas = (np.count_nonzero(detections.masks, axis=(1, 2)) if with_masks
              else (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     track_ids = detections.track_ids
     return [

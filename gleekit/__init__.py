@@ -22,6 +22,8 @@ _EXPORTS = {
     "Expression": "glee_core.structures",
     "VisualPrompt": "glee_core.structures",
     "list_presets": "glee_core.config",
+    "OnlineTracker": "glee_core.online_tracking",
+    "GleeToolkit": "agents.core",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
