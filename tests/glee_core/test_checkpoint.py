@@ -228,8 +228,10 @@ def test_read_state_dict_errors(tmp_path):
 
 
 def test_from_pretrained_errors(tmp_path):
+    weights = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(1)}, weights)
     with pytest.raises(CheckpointError, match=r"pass preset= \(one of lite-r50, nano, plus-swinl, pro-eva02l, tiny\)"):
-        GleeModel.from_pretrained(REFERENCE_DIR / "weights.safetensors")
+        GleeModel.from_pretrained(weights)
     with pytest.raises(CheckpointError, match=r"no weights are bundled for preset 'lite-r50'.*from_config"):
         GleeModel.from_pretrained("lite-r50")
     with pytest.raises(CheckpointError, match="neither a model folder, a checkpoint file nor a preset name"):
@@ -237,7 +239,7 @@ def test_from_pretrained_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a gleekit model folder: it needs config.json and model.safetensors"):
         GleeModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        GleeModel.from_pretrained(REFERENCE_DIR / "weights.safetensors", preset="huge")
+        GleeModel.from_pretrained(weights, preset="huge")
 
 
 def test_from_pretrained_dtype(official_state):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from gleekit.cli import app
@@ -109,7 +109,9 @@ def test_missing_files_are_usage_errors(model_dir, tmp_path):
 
 
 def test_convert_errors_are_one_line(tmp_path):
-    weights = str(REFERENCE_DIR / "weights.safetensors")
+    weights = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(1)}, weights)
+    weights = str(weights)
     result = runner.invoke(app, ["convert", weights, str(tmp_path), "--preset", "huge"])
     assert result.exit_code == 1
     assert "Error: unknown preset 'huge'" in _text(result)
