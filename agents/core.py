@@ -286,7 +286,8 @@ class GleeToolkit:
                               "send fewer or smaller frames")
 
         try:
-            tracks = self.predictor.track(frames, prompt, score_threshold=args.min_score, on_frame=check_deadline)
+            tracks = self.predictor.track(frames, prompt, mode=args.mode, score_threshold=args.min_score,
+                                          on_frame=check_deadline)
         except ValueError as error:
             raise BadArgument(str(error)) from None
         per_frame = [object_infos(f.topk(min(args.max_objects, self.limits.max_objects)), True) for f in tracks.frames]

@@ -86,6 +86,8 @@ class TrackArgs(_Model):
                                    "object to track. Give this or 'categories'.")
     min_score: float = Field(0.3, ge=0.0, le=1.0, description="Drop per-frame objects scoring below this.")
     max_objects: int = Field(20, ge=1, description="At most this many objects per frame, best first.")
+    mode: Literal["online", "official"] = Field("online", description="online: frame by frame with bounded memory; "
+                                                "official: GLEE's own clip inference (top 30 tracks).")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> "TrackArgs":

@@ -1,4 +1,4 @@
-"""``gleekit predict`` / ``convert`` / ``parity``: the glee_core commands.
+"""``gleekit predict`` / ``track`` / ``convert`` / ``parity``: the glee_core commands.
 
 Heavy imports (torch, the model) happen inside the commands so that ``gleekit --help`` is fast.
 """
@@ -91,6 +91,82 @@ def predict(
     typer.echo(f"wrote {json_path} and {png_path}")
 
 
+def track(
+    video: Path = typer.Argument(..., exists=True, help="A folder of frame images or a video file."),
+    categories: Optional[str] = typer.Option(None, help='Comma-separated category names, e.g. "cat,dog".'),
+    expression: Optional[str] = typer.Option(None, help="A referring expression: the one object to follow."),
+    mode: str = typer.Option("online", help="online (frame by frame, bounded memory) or official (GLEE's clip "
+                                            "inference)."),
+    model: str = typer.Option("nano", help="Model folder, bundled model name (nano), or official checkpoint file "
+                                           "(with --preset)."),
+    preset: Optional[str] = typer.Option(None, help="Architecture preset when --model is an official .pth."),
+    out: Path = typer.Option(Path("gleekit-track"), help="Output folder."),
+    score_threshold: float = typer.Option(0.3, help="Drop detections (online) or tracks (official) below this."),
+    max_frames: int = typer.Option(2000, min=1, help="Refuse longer videos."),
+    fps: float = typer.Option(10.0, help="Frame rate of the overlay GIF."),
+    gif: bool = typer.Option(True, help="Write overlay.gif (keeps the frames in memory)."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
+) -> None:
+    """Track objects through a video; writes tracks.json, ytvis_results.json, mot.txt and overlay.gif to --out."""
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm import tqdm
+
+    from glee_core.predictor import GleePredictor
+    from glee_core.structures import Tracks
+    from glee_core.video_io import iter_frames
+    from glee_core.visualize import save_tracks_gif
+
+    if (categories is None) == (expression is None):
+        raise typer.BadParameter("give exactly one of --categories and --expression")
+    if mode not in ("online", "official"):
+        raise typer.BadParameter(f"--mode must be online or official, got {mode!r}")
+    if not fps > 0:
+        raise typer.BadParameter(f"--fps must be positive, got {fps}")
+    kept: list = []
+
+    def frames():
+        for frame in iter_frames(video, max_frames):
+            if gif:
+                kept.append(frame)
+            yield frame
+
+    bar = tqdm(desc=f"tracking ({mode})", unit="frame")
+    try:
+        prompt = _prompt(categories, expression, None, None)
+        predictor = GleePredictor.from_pretrained(model, preset=preset, device=device)
+        if mode == "online":
+            per_frame = []
+            for detections in predictor.stream(frames(), prompt, score_threshold=score_threshold):
+                per_frame.append(detections)
+                bar.update()
+            tracks = Tracks(per_frame)
+        else:
+            tracks = predictor.track(frames(), prompt, mode="official", score_threshold=score_threshold,
+                                     on_frame=lambda start: bar.update(start - bar.n))
+            bar.update(len(tracks) - bar.n)
+    except ValueError as exc:
+        _fail(exc)
+    finally:
+        bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tracks.json").write_text(json.dumps(tracks.to_json_dict()))
+    (out / "ytvis_results.json").write_text(json.dumps(tracks.to_ytvis(video_id=1)))
+    (out / "mot.txt").write_text(tracks.to_mot())
+    written = ["tracks.json", "ytvis_results.json", "mot.txt"]
+    if gif:
+        save_tracks_gif(out / "overlay.gif", kept, tracks, fps=fps)
+        written.append("overlay.gif")
+    table = Table(title=f"{len(tracks.track_ids)} tracks over {len(tracks)} frames of {video.name}")
+    for column in ("id", "label", "frames", "seen in", "mean score"):
+        table.add_column(column)
+    for summary in tracks.track_summary()[:30]:
+        table.add_row(str(summary.track_id), summary.label_name, f"{summary.frames[0]}-{summary.frames[-1]}",
+                      str(len(summary.frames)), f"{summary.mean_score:.3f}")
+    Console().print(table)
+    typer.echo(f"wrote {', '.join(written)} to {out}")
+
+
 def convert(
     checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False,
                                       help="Official GLEE checkpoint (.pth or .safetensors)."),
@@ -122,5 +198,6 @@ def parity(
 def register(app: typer.Typer) -> None:
     """Add the glee_core commands to the top-level ``gleekit`` app."""
     app.command()(predict)
+    app.command()(track)
     app.command()(convert)
     app.command()(parity)

@@ -29,9 +29,9 @@ from glee_core import processing, tracking
 from glee_core.checkpoint import from_official_names, load_weights, read_state_dict
 from glee_core.config import GleeConfig, get_preset
 from glee_core.modeling.glee import GleeModel, GleeOutput
+from glee_core.video_inference import minvis_inference
 
 TOLERANCE = 1e-4
-VIDEO_TOPK = 30
 
 
 @dataclass
@@ -206,33 +206,23 @@ def _postprocess_image_case(report: CaseReport, meta, tensors, post, out, batch:
 
 
 def _postprocess_video_case(report: CaseReport, meta, tensors, post, out, batch: processing.ImageBatch):
-    assoc = tracking.associate(out.query_embeds)
+    original, crop = batch.original_sizes[0], batch.image_sizes[0]
+    video = minvis_inference(out.pred_logits, out.pred_boxes, out.pred_masks, out.query_embeds, batch.padded_size,
+                             crop, original)
     for t in range(1, out.query_embeds.shape[0]):
-        report.compare(f"track.match_indices.{t}", assoc.order[t], tensors[f"track.match_indices.{t}"])
-        report.compare(f"track.match_target.{t}", assoc.match_targets[t], tensors[f"track.match_target.{t}"])
-    logits = tracking.reorder(out.pred_logits, assoc.order)  # [Q, T, K]
-    boxes = tracking.reorder(out.pred_boxes, assoc.order)
-    masks = tracking.reorder(out.pred_masks, assoc.order)
-    mean_logits = logits.mean(1)
-    report.compare("track.video_logits_mean", mean_logits, tensors["track.video_logits_mean"])
-    original = batch.original_sizes[0]
+        report.compare(f"track.match_indices.{t}", video.association.order[t], tensors[f"track.match_indices.{t}"])
+        report.compare(f"track.match_target.{t}", video.association.match_targets[t], tensors[f"track.match_target.{t}"])
+    report.compare("track.video_logits_mean", video.mean_logits, tensors["track.video_logits_mean"])
     # Official quirk (README §6.6): video boxes are scaled by the original size, ignoring padding.
-    boxes_abs = processing.box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([original[1], original[0]] * 2)
-    report.compare("track.video_boxes_xyxy_abs", boxes_abs, tensors["track.video_boxes_xyxy_abs"])
-    scores, index = mean_logits.sigmoid().flatten().topk(VIDEO_TOPK, sorted=False)
-    num_classes = mean_logits.shape[1]
-    query, labels = torch.div(index, num_classes, rounding_mode="floor"), index % num_classes
-    report.compare("post.query_index", query, torch.from_numpy(post["query_index"]))
-    report.compare("post.labels", labels, torch.from_numpy(post["labels"]))
-    report.compare("post.scores", scores, post["scores"])
-    xyxy = boxes_abs[query]
-    xywh = torch.cat([xyxy[..., :2], xyxy[..., 2:] - xyxy[..., :2]], dim=-1).long()
+    report.compare("track.video_boxes_xyxy_abs", video.all_boxes, tensors["track.video_boxes_xyxy_abs"])
+    report.compare("post.query_index", video.query_index, torch.from_numpy(post["query_index"]))
+    report.compare("post.labels", video.labels, torch.from_numpy(post["labels"]))
+    report.compare("post.scores", video.scores, post["scores"])
+    xywh = torch.cat([video.boxes[..., :2], video.boxes[..., 2:] - video.boxes[..., :2]], dim=-1).long()
     report.compare("post.boxes_xywh", xywh, torch.from_numpy(post["boxes_xywh"]))
-    crop = batch.image_sizes[0]
-    ours = processing.upsample_masks(masks[query], batch.padded_size, crop, original) > 0
-    official_masks = tracking.reorder(tensors["out.pred_masks"], assoc.order)[query]
+    official_masks = tracking.reorder(tensors["out.pred_masks"], video.association.order)[video.query_index]
     official_logits = processing.upsample_masks(official_masks, batch.padded_size, crop, original)
-    _compare_masks(report, "post.masks", ours, post["masks"], official_logits)
+    _compare_masks(report, "post.masks", video.masks, post["masks"], official_logits)
 
 
 def run_case(cache: ModelCache, case_dir: Path) -> CaseReport:

@@ -7,7 +7,7 @@ visual prompts use the official demo's selection (best query, clamped boxes).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,6 +18,8 @@ from glee_core.modeling.glee import GleeModel
 from glee_core.modeling.visual_prompt import prompt_mask_from_box, prompt_mask_from_mask, prompt_mask_from_point
 from glee_core.online_tracking import OnlineTracker
 from glee_core.structures import Categories, Detections, Expression, Tracks, VisualPrompt
+from glee_core.video_inference import VIDEO_TOPK, minvis_inference
+from glee_core.video_io import VideoReadError, VideoSource, iter_frames
 
 Prompt = Union[Categories, Expression, VisualPrompt]
 MAX_BATCH_IMAGES = 64
@@ -98,45 +100,112 @@ class GleePredictor:
         results = [self._select(d, score_threshold, topk, nms_iou) for d in results]
         return results[0] if single else results
 
-    @torch.no_grad()
-    def track(
+    def stream(
         self,
-        frames: Iterable[ImageSource],
+        video: VideoSource,
         prompt: Categories | Expression,
         *,
         score_threshold: float = 0.3,
         topk: int | None = None,
         nms_iou: float | None = 0.7,
         tracker: OnlineTracker | None = None,
+        max_frames: int | None = None,
         on_frame: Callable[[int], None] | None = None,
-    ) -> Tracks:
-        """Track objects through a video, frame by frame (online; see :mod:`glee_core.online_tracking`).
+    ) -> Iterator[Detections]:
+        """Online tracking: yield each frame's ``Detections`` (with ``track_ids``) as soon as it is done.
 
         Args:
-            frames: the frames in order (any image sources of one size; a generator streams).
+            video: a folder of frames, a video file or an iterable of images (:mod:`glee_core.video_io`).
             prompt: ``Categories`` or an ``Expression``.
             score_threshold, topk, nms_iou: per-frame selection, as in :meth:`predict` (NMS removes the
                 duplicate boxes one query yields under several category names).
-            tracker: the association state and its settings (a fresh ``OnlineTracker()`` by default).
+            tracker: the association state and its settings (a fresh ``OnlineTracker()`` by default);
+                memory stays bounded however long the video.
+            max_frames: refuse longer videos (the frames before the limit are still yielded).
             on_frame: called with the frame index before each frame (progress, cancellation by raising).
-
-        Returns :class:`Tracks`: per-frame ``Detections`` with stable ``track_ids``.
         """
-        if not isinstance(prompt, (Categories, Expression)):
-            raise TypeError(f"track takes Categories or an Expression, got {type(prompt).__name__}")
+        _check_video_prompt(prompt)
         tracker = tracker if tracker is not None else OnlineTracker()
-        results, size = [], None
-        for t, frame in enumerate(frames):
+        size = None
+        for t, image in enumerate(iter_frames(video, max_frames)):
             if on_frame is not None:
                 on_frame(t)
-            image = load_image(frame)
-            if size is not None and image.shape[:2] != size:
-                raise ValueError(f"frame {t} is {image.shape[1]}x{image.shape[0]} (WxH), frame 0 is {size[1]}x{size[0]}")
-            size = image.shape[:2]
-            detections = self.predict(image, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms_iou)
-            results.append(tracker.update(detections))
-        if not results:
-            raise ValueError("no frames given")
+            size = _check_frame_size(t, image, size)
+            with torch.no_grad():
+                detections = self.predict(image, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms_iou)
+            yield tracker.update(detections)
+        if size is None:
+            raise VideoReadError("the video has no frames")
+
+    def track(
+        self,
+        video: VideoSource,
+        prompt: Categories | Expression,
+        *,
+        mode: str = "online",
+        score_threshold: float = 0.3,
+        topk: int | None = None,
+        nms_iou: float | None = 0.7,
+        tracker: OnlineTracker | None = None,
+        window: int = 10,
+        max_frames: int | None = None,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> Tracks:
+        """Track objects through a video -> :class:`Tracks` (per-frame ``Detections`` with stable ``track_ids``).
+
+        ``mode="online"`` collects :meth:`stream` (frame by frame, bounded memory; ``tracker``, ``nms_iou``
+        apply). ``mode="official"`` is GLEE's own video inference (:mod:`glee_core.video_inference`): the
+        model runs on clips of ``window`` frames, queries are associated over the whole video, and each of
+        the top-``topk`` (default 30) (track, class) pairs scoring ``>= score_threshold`` becomes a track
+        (ids 1.. in decreasing score) that appears in the frames where its mask is not empty. It keeps
+        every frame's outputs until the end, so its memory grows with the video.
+        """
+        if mode == "online":
+            return Tracks(list(self.stream(video, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms_iou,
+                                           tracker=tracker, max_frames=max_frames, on_frame=on_frame)))
+        if mode != "official":
+            raise ValueError(f"mode must be 'online' or 'official', got {mode!r}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 frame, got {window}")
+        return self._track_official(video, prompt, score_threshold, topk or VIDEO_TOPK, window, max_frames, on_frame)
+
+    @torch.no_grad()
+    def _track_official(self, video: VideoSource, prompt: Categories | Expression, score_threshold: float, topk: int,
+                        window: int, max_frames: int | None, on_frame: Callable[[int], None] | None) -> Tracks:
+        _check_video_prompt(prompt)
+        frames, size = [], None
+        for t, image in enumerate(iter_frames(video, max_frames)):
+            size = _check_frame_size(t, image, size)
+            frames.append(image)
+        if not frames:
+            raise VideoReadError("the video has no frames")
+        label_names = list(prompt.names) if isinstance(prompt, Categories) else [prompt.text]
+        parts = []
+        for start in range(0, len(frames), window):
+            if on_frame is not None:
+                on_frame(start)
+            clip = frames[start:start + window]
+            batch = processing.preprocess(clip, self.spec, device=self.model.device)
+            if isinstance(prompt, Categories):
+                out = self.model(batch.tensor, categories=label_names)
+            else:
+                out = self.model(batch.tensor, expressions=[prompt.normalized] * len(clip))
+            parts.append([x.float().cpu() for x in (out.pred_logits, out.pred_boxes, out.pred_masks, out.query_embeds)])
+        logits, boxes, masks, embeds = (torch.cat(x) for x in zip(*parts))
+        original = batch.original_sizes[0]
+        crop = processing.valid_region(batch.image_sizes[0], original, self.spec.lsj)
+        video_out = minvis_inference(logits, boxes, masks, embeds, batch.padded_size, crop, original, topk=topk)
+        order = torch.argsort(-video_out.scores, stable=True)
+        order = order[video_out.scores[order] >= score_threshold]
+        results = []
+        for t in range(len(frames)):
+            rows = order[video_out.masks[order, t].flatten(1).any(1)]
+            results.append(Detections(
+                boxes=video_out.boxes[rows, t].numpy(), scores=video_out.scores[rows].numpy(),
+                labels=video_out.labels[rows].numpy(), label_names=label_names, image_size=original,
+                masks=video_out.masks[rows, t].numpy(), query_index=video_out.query_index[rows].numpy(),
+                track_ids=(torch.nonzero(rows[:, None] == order[None])[:, 1] + 1).numpy(),
+            ))
         return Tracks(results)
 
     # ------------------------------------------------------------------ internals
@@ -239,3 +308,14 @@ class GleePredictor:
         if topk is not None:
             dets = dets.topk(topk)
         return dets
+
+
+def _check_video_prompt(prompt: object) -> None:
+    if not isinstance(prompt, (Categories, Expression)):
+        raise TypeError(f"videos take Categories or an Expression, got {type(prompt).__name__}")
+
+
+def _check_frame_size(index: int, image: np.ndarray, size: tuple[int, int] | None) -> tuple[int, int]:
+    if size is not None and image.shape[:2] != size:
+        raise ValueError(f"frame {index} is {image.shape[1]}x{image.shape[0]} (WxH), frame 0 is {size[1]}x{size[0]}")
+    return image.shape[:2]

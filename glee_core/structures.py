@@ -463,6 +463,16 @@ class Tracks:
             for summary in self.track_summary()
         ]
 
+    def to_mot(self) -> str:
+        """MOTChallenge text: one ``frame,id,x,y,w,h,score,-1,-1,-1`` line per detection, frames from 1,
+        boxes in pixels (top-left corner, width, height)."""
+        lines = []
+        for t, frame in enumerate(self.frames, start=1):
+            for tid, (x1, y1, x2, y2), score in zip(frame.track_ids.tolist() if len(frame) else [],
+                                                     frame.boxes.tolist(), frame.scores.tolist()):
+                lines.append(f"{t},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{score:.4f},-1,-1,-1")
+        return "\n".join(lines) + ("\n" if lines else "")
+
     def to_json_dict(self) -> dict[str, Any]:
         return {"frames": [frame.to_json_dict() for frame in self.frames]}
 

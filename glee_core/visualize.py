@@ -6,13 +6,14 @@ label otherwise, so the same object or category keeps its colour across frames a
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from glee_core.image_io import ImageSource, load_image
-from glee_core.structures import Detections
+from glee_core.structures import Detections, Tracks
 
 _GOLDEN_RATIO = 0.618033988749895
 
@@ -77,4 +78,18 @@ def save_overlay(path: str | Path, image: ImageSource, detections: Detections, *
     """Draw ``detections`` on ``image`` (``draw_detections`` options as keywords) and save it; returns the path."""
     path = Path(path)
     Image.fromarray(draw_detections(image, detections, **draw_kwargs)).save(path)
+    return path
+
+
+def save_tracks_gif(path: str | Path, frames: Sequence[ImageSource], tracks: Tracks, fps: float = 10.0,
+                    **draw_kwargs: object) -> Path:
+    """An animated GIF of ``tracks`` drawn on ``frames`` (one colour per track id); returns the path."""
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if len(frames) != len(tracks):
+        raise ValueError(f"{len(frames)} frames for tracks of {len(tracks)} frames")
+    images = [Image.fromarray(draw_detections(frame, detections, **draw_kwargs))
+              for frame, detections in zip(frames, tracks.frames)]
+    path = Path(path)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
     return path

@@ -216,5 +216,5 @@ def test_track_streams_frames_with_stable_ids_and_checks_them():
     assert len(tracks.track_ids) <= 2
     with pytest.raises(ValueError, match=r"frame 1 is 32x32 \(WxH\), frame 0 is 256x256"):
         predictor.track([video.frames[0].image, np.zeros((32, 32, 3), np.uint8)], Categories(["circle"]))
-    with pytest.raises(ValueError, match="no frames given"):
+    with pytest.raises(ValueError, match="the video has no frames"):
         predictor.track([], Categories(["circle"]))
