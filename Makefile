@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,agents,video]"
+	$(PIP) install -q -e ".[dev,agents,video,eval]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,33 @@
+"""Online tracking quality of the bundled nano model on held-out shapeworld videos, and the eval command.
+
+The issue's targets (HOTA >= 0.8, IDF1 >= 0.9) are not met: nano's detections limit it (DetA), see the
+issue notes. This test holds the measured figures (minus a tolerance) so that regressions show."""
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from eval.shapeworld_video import evaluate_shapeworld_video
+from gleekit.cli import app
+from glee_core.predictor import GleePredictor
+
+TOLERANCE = 0.05
+MEASURED = {"hota": 0.662, "idf1": 0.780}  # 3 test videos, seed 0, online, score >= 0.2 (nano stage 4)
+
+
+def test_nano_tracks_held_out_videos():
+    scores = evaluate_shapeworld_video(GleePredictor.from_pretrained("nano"), num_videos=3, score_threshold=0.2,
+                                       progress=False)
+    assert scores.num_frames == 36 and scores.num_gt_tracks > 0
+    assert scores.hota >= MEASURED["hota"] - TOLERANCE and scores.idf1 >= MEASURED["idf1"] - TOLERANCE
+    assert 0 <= scores.det_a <= 1 and 0 <= scores.ass_a <= 1 and scores.id_switches >= 0
+
+
+def test_eval_command_writes_json(tmp_path):
+    out = tmp_path / "video.json"
+    result = CliRunner().invoke(app, ["eval", "shapeworld-video", "--num-videos", "1", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["mode"] == "online" and data["num_frames"] == 12 and 0 <= data["hota"] <= 1
+    assert "HOTA" in result.output and "IDF1" in result.output
