@@ -55,3 +55,43 @@ async def test_stdio_server_lists_and_runs_tools_and_survives_bad_calls(image_ro
             # Still alive, and the handle from the first call is still valid.
             again = await session.call_tool("refer", {"image": handle, "expression": "the circle"})
             assert again.is_error is False and again.structured_content["image"] == handle
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_streamable_http_server_answers_over_http(image_root):
+    import subprocess
+
+    import anyio
+    from mcp.client.streamable_http import streamable_http_client
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "gleekit.cli", "serve", "--transport", "streamable-http",
+                                "--port", str(port), "--allow-root", str(image_root)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(240):  # the server imports torch and loads the model first
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+                await stream.aclose()
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read().decode()
+                await anyio.sleep(0.5)
+        async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write, *_):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                result = await session.call_tool("detect", {"image": "scene.png", "categories": ["circle"],
+                                                            "min_score": 0.0, "max_objects": 2})
+                assert result.is_error is False and len(result.structured_content["objects"]) == 2
+                reply = await session.call_tool("detect", {"image": "../x.png", "categories": ["circle"]})
+                assert reply.is_error is True and "'..' is not allowed" in reply.content[0].text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
