@@ -103,7 +103,7 @@ class GleePredictor:
     def stream(
         self,
         video: VideoSource,
-        prompt: Categories | Expression,
+        prompt: Categories | Expression | VisualPrompt,
         *,
         score_threshold: float = 0.3,
         topk: int | None = None,
@@ -116,7 +116,9 @@ class GleePredictor:
 
         Args:
             video: a folder of frames, a video file or an iterable of images (:mod:`glee_core.video_io`).
-            prompt: ``Categories`` or an ``Expression``.
+            prompt: ``Categories``, an ``Expression``, or a ``VisualPrompt`` on the first frame: each of its
+                objects is then followed by mask propagation (frame t is prompted with the object's mask
+                in frame t-1, or its last mask scoring ``>= score_threshold``); track id = prompt index + 1.
             score_threshold, topk, nms_iou: per-frame selection, as in :meth:`predict` (NMS removes the
                 duplicate boxes one query yields under several category names).
             tracker: the association state and its settings (a fresh ``OnlineTracker()`` by default);
@@ -124,6 +126,9 @@ class GleePredictor:
             max_frames: refuse longer videos (the frames before the limit are still yielded).
             on_frame: called with the frame index before each frame (progress, cancellation by raising).
         """
+        if isinstance(prompt, VisualPrompt):
+            yield from self._propagate(video, prompt, score_threshold, max_frames, on_frame)
+            return
         _check_video_prompt(prompt)
         tracker = tracker if tracker is not None else OnlineTracker()
         size = None
@@ -137,10 +142,37 @@ class GleePredictor:
         if size is None:
             raise VideoReadError("the video has no frames")
 
+    def _propagate(self, video: VideoSource, prompt: VisualPrompt, score_threshold: float, max_frames: int | None,
+                   on_frame: Callable[[int], None] | None) -> Iterator[Detections]:
+        """Follow the first frame's visual-prompt objects by prompting each frame with their last good masks."""
+        size, names, masks = None, None, None
+        for t, image in enumerate(iter_frames(video, max_frames)):
+            if on_frame is not None:
+                on_frame(t)
+            size = _check_frame_size(t, image, size)
+            with torch.no_grad():
+                if masks is None:
+                    found = self.predict(image, prompt)
+                    names = found.label_names
+                    masks = np.zeros((len(names), *size), bool)
+                else:
+                    found = self.predict(image, VisualPrompt(masks=masks))
+            good = found[(found.scores >= score_threshold) & found.masks.any(axis=(1, 2))]
+            masks[good.labels] = good.masks  # objects lost in this frame keep their last good mask
+            yield Detections(boxes=good.boxes, scores=good.scores, labels=good.labels, label_names=names,
+                             image_size=size, masks=good.masks, query_embeds=good.query_embeds,
+                             query_index=good.query_index, track_ids=good.labels + 1)
+            if not masks.any(axis=(1, 2)).all():
+                lost = np.flatnonzero(~masks.any(axis=(1, 2))).tolist()
+                raise ValueError(f"prompts {lost} found no object scoring >= {score_threshold} in the first frame; "
+                                 "lower score_threshold or move the prompt")
+        if size is None:
+            raise VideoReadError("the video has no frames")
+
     def track(
         self,
         video: VideoSource,
-        prompt: Categories | Expression,
+        prompt: Categories | Expression | VisualPrompt,
         *,
         mode: str = "online",
         score_threshold: float = 0.3,
@@ -152,6 +184,8 @@ class GleePredictor:
         on_frame: Callable[[int], None] | None = None,
     ) -> Tracks:
         """Track objects through a video -> :class:`Tracks` (per-frame ``Detections`` with stable ``track_ids``).
+
+        ``prompt``: ``Categories``, an ``Expression``, or (online only) a ``VisualPrompt`` on the first frame.
 
         ``mode="online"`` collects :meth:`stream` (frame by frame, bounded memory; ``tracker``, ``nms_iou``
         apply). ``mode="official"`` is GLEE's own video inference (:mod:`glee_core.video_inference`): the
@@ -312,7 +346,8 @@ class GleePredictor:
 
 def _check_video_prompt(prompt: object) -> None:
     if not isinstance(prompt, (Categories, Expression)):
-        raise TypeError(f"videos take Categories or an Expression, got {type(prompt).__name__}")
+        raise TypeError(f"video prompts are Categories, an Expression or (online mode) a VisualPrompt on the first "
+                        f"frame, got {type(prompt).__name__}")
 
 
 def _check_frame_size(index: int, image: np.ndarray, size: tuple[int, int] | None) -> tuple[int, int]:

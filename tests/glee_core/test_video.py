@@ -83,7 +83,7 @@ def test_stream_yields_as_it_goes_and_stops_at_a_size_change(predictor, video):
     assert all(isinstance(d, Detections) and d.track_ids is not None for d in done)
     with pytest.raises(ValueError, match=r"frame 2 is 64x64 \(WxH\), frame 0 is 256x256"):
         next(stream)
-    with pytest.raises(TypeError, match="videos take Categories or an Expression"):
+    with pytest.raises(TypeError, match="video prompts are Categories, an Expression or"):
         next(predictor.stream(video, "circle"))
 
 
@@ -138,3 +138,22 @@ def test_track_command_writes_every_export(tmp_path, video):
     assert bad.exit_code == 2 and "exactly one of --categories and --expression" in bad.output
     bad = CliRunner().invoke(app, ["track", str(folder), "--categories", "a", "--max-frames", "2", "--out", str(out)])
     assert bad.exit_code == 1 and "more than max_frames=2" in bad.output
+
+
+def test_visual_prompt_on_the_first_frame_is_followed_by_mask_propagation(predictor):
+    from glee_core.mask_ops import interior_point, mask_iou
+    from glee_core.structures import VisualPrompt
+
+    means = []
+    for k in range(4):  # held-out videos; the first object of frame 0 is pointed at
+        clip = generate_video(scene_seed("test", k), split="test")
+        target = clip.frames[0].track_ids[0]
+        point = interior_point(clip.frames[0].objects[0].mask)
+        tracks = predictor.track([f.image for f in clip.frames], VisualPrompt(points=[point]), score_threshold=0.1)
+        assert set(tracks.track_ids.tolist()) <= {1} and tracks.label_names == ["prompt 0"]
+        ious = [float(mask_iou(d.masks[:1], f.objects[f.track_ids.index(target)].mask[None])[0, 0]) if len(d) else 0.0
+                for f, d in zip(clip.frames, tracks.frames) if target in f.track_ids]
+        means.append(np.mean(ious))
+    assert np.mean(means) >= 0.65, means  # measured 0.70 (0.82, 0.24 after an occlusion, 0.84, 0.89)
+    with pytest.raises(TypeError, match="video prompts are"):
+        predictor.track([clip.frames[0].image], VisualPrompt(points=[point]), mode="official")
