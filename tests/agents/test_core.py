@@ -73,7 +73,7 @@ def test_box_prompt_with_a_background_point(toolkit, scene):
                                    points=[{"x": 3, "y": 3, "positive": False}])
     assert [o.label for o in result.objects] == ["box 0"]
     mask = decode(result.objects[0].mask)
-    assert mask_iou(mask[None], target.mask[None])[0, 0] >= 0.8 and not mask[3, 3]  # measured 0.976
+    assert mask_iou(mask[None], target.mask[None])[0, 0] >= 0.8 and not mask[3, 3]  # measured 0.96
 
 
 def test_track_through_frames_and_folder(toolkit, tmp_path):

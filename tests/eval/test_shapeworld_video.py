@@ -13,7 +13,7 @@ from gleekit.cli import app
 from glee_core.predictor import GleePredictor
 
 TOLERANCE = 0.05
-MEASURED = {"hota": 0.662, "idf1": 0.780}  # 3 test videos, seed 0, online, score >= 0.2 (nano stage 4)
+MEASURED = {"hota": 0.658, "idf1": 0.807}  # 3 test videos, seed 0, online, score >= 0.2 (nano stage 3)
 
 
 def test_nano_tracks_held_out_videos():
