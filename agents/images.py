@@ -22,8 +22,8 @@ from agents.errors import BadArgument, NotFound, TooLarge
 from agents.handles import HandleStore, is_handle
 from agents.settings import Access, Limits
 from glee_core.image_io import ImageLoadError, ImageTooLargeError, load_image
+from glee_core.video_io import IMAGE_SUFFIXES, VideoReadError, frame_files
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 DOWNLOAD_TIMEOUT_S = 20.0
@@ -57,9 +57,10 @@ class ImageResolver:
         path = self.resolve_path(folder)
         if not path.is_dir():
             raise BadArgument(f"video {folder!r} is not a folder; give a folder of frame images or a 'frames' list")
-        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not frames:
-            raise NotFound(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder!r}")
+        try:
+            frames = frame_files(path)
+        except VideoReadError:
+            raise NotFound(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder!r}") from None
         if len(frames) > self.limits.max_video_frames:
             raise TooLarge(f"video {folder!r} has {len(frames)} frames; at most {self.limits.max_video_frames}")
         return frames

@@ -131,25 +131,17 @@ class GleePredictor:
             return
         _check_video_prompt(prompt)
         tracker = tracker if tracker is not None else OnlineTracker()
-        size = None
-        for t, image in enumerate(iter_frames(video, max_frames)):
-            if on_frame is not None:
-                on_frame(t)
-            size = _check_frame_size(t, image, size)
+        for image in _frames(video, max_frames, on_frame):
             with torch.no_grad():
                 detections = self.predict(image, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms_iou)
             yield tracker.update(detections)
-        if size is None:
-            raise VideoReadError("the video has no frames")
 
     def _propagate(self, video: VideoSource, prompt: VisualPrompt, score_threshold: float, max_frames: int | None,
                    on_frame: Callable[[int], None] | None) -> Iterator[Detections]:
         """Follow the first frame's visual-prompt objects by prompting each frame with their last good masks."""
-        size, names, masks = None, None, None
-        for t, image in enumerate(iter_frames(video, max_frames)):
-            if on_frame is not None:
-                on_frame(t)
-            size = _check_frame_size(t, image, size)
+        names, masks = None, None
+        for image in _frames(video, max_frames, on_frame):
+            size = image.shape[:2]
             with torch.no_grad():
                 if masks is None:
                     found = self.predict(image, prompt)
@@ -166,8 +158,6 @@ class GleePredictor:
                 lost = np.flatnonzero(~masks.any(axis=(1, 2))).tolist()
                 raise ValueError(f"prompts {lost} found no object scoring >= {score_threshold} in the first frame; "
                                  "lower score_threshold or move the prompt")
-        if size is None:
-            raise VideoReadError("the video has no frames")
 
     def track(
         self,
@@ -207,12 +197,7 @@ class GleePredictor:
     def _track_official(self, video: VideoSource, prompt: Categories | Expression, score_threshold: float, topk: int,
                         window: int, max_frames: int | None, on_frame: Callable[[int], None] | None) -> Tracks:
         _check_video_prompt(prompt)
-        frames, size = [], None
-        for t, image in enumerate(iter_frames(video, max_frames)):
-            size = _check_frame_size(t, image, size)
-            frames.append(image)
-        if not frames:
-            raise VideoReadError("the video has no frames")
+        frames = list(_frames(video, max_frames, None))
         label_names = list(prompt.names) if isinstance(prompt, Categories) else [prompt.text]
         parts = []
         for start in range(0, len(frames), window):
@@ -350,7 +335,15 @@ def _check_video_prompt(prompt: object) -> None:
                         f"frame, got {type(prompt).__name__}")
 
 
-def _check_frame_size(index: int, image: np.ndarray, size: tuple[int, int] | None) -> tuple[int, int]:
-    if size is not None and image.shape[:2] != size:
-        raise ValueError(f"frame {index} is {image.shape[1]}x{image.shape[0]} (WxH), frame 0 is {size[1]}x{size[0]}")
-    return image.shape[:2]
+def _frames(video: VideoSource, max_frames: int | None, on_frame: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+    """The frames of ``video``, all of frame 0's size; ``on_frame(t)`` before each; an empty video raises."""
+    size = None
+    for t, image in enumerate(iter_frames(video, max_frames)):
+        if on_frame is not None:
+            on_frame(t)
+        if size is not None and image.shape[:2] != size:
+            raise ValueError(f"frame {t} is {image.shape[1]}x{image.shape[0]} (WxH), frame 0 is {size[1]}x{size[0]}")
+        size = image.shape[:2]
+        yield image
+    if size is None:
+        raise VideoReadError("the video has no frames")
