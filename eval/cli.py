@@ -50,6 +50,28 @@ def shapeworld_video(
         json_out.write_text(json.dumps({**settings, **scores.as_dict()}, indent=1))
 
 
+@app.command("mllm-shapeworld")
+def mllm_shapeworld(
+    model: str = typer.Option("shapeworld-tiny", help="GleeLLM folder or bundled name."),
+    num_scenes: int = typer.Option(50, min=1, help="Held-out test scenes."),
+    per_kind: int = typer.Option(2, min=1, help="Questions of each kind per scene."),
+    seed: int = typer.Option(2026, help="Test-scene seed."),
+    json_out: Path | None = typer.Option(None, help="Write every number and the settings to this JSON file."),
+) -> None:
+    """Reasoning gIoU/cIoU, referring gIoU/cIoU, exact [SEG] count on two-mask answers and region-caption accuracy
+    of a GLEE-LLM on held-out shapeworld scenes (generated answers, no teacher forcing)."""
+    from rich.console import Console
+
+    from eval.mllm_shapeworld import evaluate_mllm_shapeworld
+    from mllm.io import load_gleellm
+
+    scores = evaluate_mllm_shapeworld(load_gleellm(model), num_scenes=num_scenes, seed=seed, per_kind=per_kind)
+    Console().print(scores.table())
+    if json_out is not None:
+        settings = {"model": model, "num_scenes": num_scenes, "per_kind": per_kind, "seed": seed}
+        json_out.write_text(json.dumps({**settings, **scores.as_dict(), "examples": scores.examples}, indent=1))
+
+
 def register(root: typer.Typer) -> None:
     """Add ``gleekit eval ...`` to the top-level app."""
     root.add_typer(app, name="eval")

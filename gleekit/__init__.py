@@ -24,6 +24,11 @@ _EXPORTS = {
     "list_presets": "glee_core.config",
     "OnlineTracker": "glee_core.online_tracking",
     "GleeToolkit": "agents.core",
+    "GleeLLM": "mllm.modeling",
+    "GleeLLMConfig": "mllm.config",
+    "MllmAnswer": "mllm.generation",
+    "load_gleellm": "mllm.io",
+    "save_gleellm": "mllm.io",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -6,6 +6,7 @@ import typer
 from agents.cli import register as register_agents
 from eval.cli import register as register_eval
 from glee_core.cli import register as register_glee_core
+from mllm.cli import register as register_mllm
 from gleekit.demo import demo
 from train.cli import register as register_train
 
@@ -13,6 +14,7 @@ app = typer.Typer(help="gleekit: GLEE object detection, segmentation, grounding 
 register_glee_core(app)
 register_train(app)
 register_eval(app)
+register_mllm(app)
 register_agents(app)
 app.command()(demo)
 

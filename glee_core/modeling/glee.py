@@ -28,7 +28,13 @@ from glee_core.modeling.backbones import build_backbone
 from glee_core.modeling.decoder import DecoderOutput, DenoisingQueries, MaskDINODecoder, PromptMode
 from glee_core.modeling.decoder_layer import PromptTokens
 from glee_core.modeling.pixel_decoder import MaskDINOEncoder
-from glee_core.modeling.text_encoder import clip_text_config, encode_categories, encode_expressions, text_hidden_states
+from glee_core.modeling.text_encoder import (
+    clip_text_config,
+    encode_categories,
+    encode_expressions,
+    expression_encoding,
+    text_hidden_states,
+)
 from glee_core.modeling.tokenizer import tokenize
 from glee_core.modeling.visual_prompt import (
     PROMPT_MODES,
@@ -198,10 +204,13 @@ class GleeModel(nn.Module):
         *,
         categories: Sequence[str] | None = None,
         expressions: Sequence[str] | None = None,
+        expression_embeds: torch.Tensor | None = None,
+        expression_mask: torch.Tensor | None = None,
         visual_prompt_masks: torch.Tensor | None = None,
         visual_prompt_type: str = "box",
         denoising: DenoisingQueries | None = None,
         record: dict[str, torch.Tensor] | None = None,
+        image_features: dict[str, torch.Tensor] | None = None,
     ) -> GleeOutput:
         """Run GLEE on a normalised, padded batch.
 
@@ -210,11 +219,17 @@ class GleeModel(nn.Module):
             categories: K names; one logit per name (required with visual prompts too, where the
                 official demo uses ``["object"]``, the default).
             expressions: B referring expressions, one per image (already normalised).
+            expression_embeds: [B, L, hidden_dim] referring prompts given as embeddings instead of text (e.g. an
+                LLM's ``[SEG]`` states through a projector); they take the place of the CLIP path's projected
+                tokens: early fusion, decoder prompt tokens, and their mean as the class embedding.
+            expression_mask: [B, L] bool, True = a real token (default: all True); only with ``expression_embeds``.
             visual_prompt_masks: [B, Hp, Wp] bool prompt masks, one per image.
             visual_prompt_type: ``box``, ``point``, ``scribble`` or ``mask``.
             denoising: training-only denoising queries (``self.predictor.prepare_for_dn``).
             record: if a dict is given, intermediate tensors are stored in it under the names of the
                 official-code fixtures (``text.*``, ``fusion.*``, ``encoder.*``, ``decoder.*``, ``vp.*``, ``out.*``).
+            image_features: backbone outputs of ``images`` from :meth:`encode_image`, to reuse them across
+                several prompts of the same images (the backbone does not see the prompt).
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
@@ -225,12 +240,17 @@ class GleeModel(nn.Module):
                 raise ValueError(f"{name} must be a list of strings, got the single string {texts!r}")
         batch = images.shape[0]
         images = images.to(device=self.device, dtype=self.dtype)
-        if expressions is not None and (categories is not None or visual_prompt_masks is not None):
+        if expression_embeds is not None and expressions is not None:
+            raise ValueError("give expressions as text or as expression_embeds, not both")
+        if expression_mask is not None and expression_embeds is None:
+            raise ValueError("expression_mask is only used together with expression_embeds")
+        referring = expressions is not None or expression_embeds is not None
+        if referring and (categories is not None or visual_prompt_masks is not None):
             raise ValueError("give either expressions or categories (optionally with visual prompts), not both")
         if visual_prompt_masks is not None:
             mode = PromptMode.VISUAL
             categories = ["object"] if categories is None else categories
-        elif expressions is not None:
+        elif referring:
             mode = PromptMode.REFERRING
         elif categories is not None:
             mode = PromptMode.CATEGORY
@@ -239,10 +259,14 @@ class GleeModel(nn.Module):
 
         decoder_kwargs: dict = {"mode": mode, "denoising": denoising}
         if mode is PromptMode.REFERRING:
-            if len(expressions) != batch:
-                raise ValueError(f"{len(expressions)} expressions for {batch} images; give one per image")
-            ids, mask = self._tokenize(expressions)
-            enc = encode_expressions(self.text_encoder, self.lang_projection, ids, mask)
+            if expression_embeds is not None:
+                enc = expression_encoding(*self._checked_embeds(expression_embeds, expression_mask, batch))
+                ids = mask = None
+            else:
+                if len(expressions) != batch:
+                    raise ValueError(f"{len(expressions)} expressions for {batch} images; give one per image")
+                ids, mask = self._tokenize(expressions)
+                enc = encode_expressions(self.text_encoder, self.lang_projection, ids, mask)
             decoder_kwargs.update(grounding_class=enc.grounding_class,
                                   text_prompt=PromptTokens(enc.fusion_tokens, enc.grounding_pad_mask))
             lang = {"hidden": enc.fusion_tokens, "masks": enc.fusion_mask}
@@ -258,7 +282,7 @@ class GleeModel(nn.Module):
             lang = {"hidden": tokens, "masks": torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)}
             self._record_text(record, ids, mask, class_embeddings=enc.class_embeddings)
 
-        features = self.backbone(images)
+        features = self.encode_image(images) if image_features is None else image_features
         if mode is PromptMode.VISUAL:
             lang = self._add_template_tokens(images, visual_prompt_masks, visual_prompt_type, lang, record)
         if record is not None:
@@ -277,6 +301,22 @@ class GleeModel(nn.Module):
         if record is not None:
             self._record_pixels_and_decoder(record, features, pixels, out)
         return GleeOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.pred_scores, out.pred_track_embed, out)
+
+    def encode_image(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backbone features of normalised images [B, 3, Hp, Wp], by level name (``res2``..``res5``)."""
+        return self.backbone(images.to(device=self.device, dtype=self.dtype))
+
+    def _checked_embeds(self, embeds: torch.Tensor, mask: torch.Tensor | None,
+                        batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``expression_embeds`` [B, L, hidden_dim] on the model's device/dtype and its bool mask (default all True)."""
+        hidden = self.config.hidden_dim
+        if embeds.dim() != 3 or embeds.shape[0] != batch or embeds.shape[2] != hidden:
+            raise ValueError(f"expression_embeds must be [B={batch}, L, {hidden}], got {tuple(embeds.shape)}")
+        if mask is None:
+            mask = torch.ones(embeds.shape[:2], dtype=torch.bool)
+        elif mask.shape != embeds.shape[:2]:
+            raise ValueError(f"expression_mask must be [B, L] = {list(embeds.shape[:2])}, got {list(mask.shape)}")
+        return embeds.to(device=self.device, dtype=self.dtype), mask.to(device=self.device, dtype=torch.bool)
 
     def _check_enough_positions(self, images: torch.Tensor, multi_scale_features: Sequence[torch.Tensor]) -> None:
         """The decoder's queries are the top-``num_queries`` encoder positions; a tiny input has too few."""
@@ -308,9 +348,10 @@ class GleeModel(nn.Module):
     def _record_text(self, record, ids, mask, **named: torch.Tensor) -> None:
         if record is None:
             return
-        record["text.input_ids"], record["text.attention_mask"] = ids, mask
-        with torch.no_grad():
-            record["text.last_hidden_state"] = text_hidden_states(self.text_encoder, ids, mask)
+        if ids is not None:
+            record["text.input_ids"], record["text.attention_mask"] = ids, mask
+            with torch.no_grad():
+                record["text.last_hidden_state"] = text_hidden_states(self.text_encoder, ids, mask)
         for name, value in named.items():
             record[f"text.{name}"] = value
 

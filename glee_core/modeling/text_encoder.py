@@ -106,11 +106,22 @@ def encode_expressions(text_model: CLIPTextModel, lang_projection: torch.Tensor,
                        input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ExpressionEncoding:
     """B referring expressions (tokenized, [B, 77], one per image) -> decoder prompt tokens and class embeddings."""
     tokens = _project(text_model, lang_projection, input_ids, attention_mask)
-    valid = attention_mask > 0
+    return expression_encoding(tokens, attention_mask > 0)
+
+
+def expression_encoding(tokens: torch.Tensor, valid: torch.Tensor) -> ExpressionEncoding:
+    """Referring prompt from B sequences of prompt-space tokens [B, L, C] with ``valid`` [B, L] bool (True =
+    a real token): the CLIP path's projected tokens, or embeddings from elsewhere (an LLM's ``[SEG]`` state
+    through a projector)."""
+    if tokens.dim() != 3 or valid.shape != tokens.shape[:2]:
+        raise ValueError(f"prompt tokens must be [B, L, C] with a [B, L] mask, got {tuple(tokens.shape)} and "
+                         f"{tuple(valid.shape)}")
+    if not bool(valid.any(1).all()):
+        raise ValueError("a prompt sequence has no valid token")
     return ExpressionEncoding(
         grounding_tokens=tokens.transpose(0, 1),
         grounding_pad_mask=~valid,
-        grounding_class=mean_pool(tokens, attention_mask),
+        grounding_class=mean_pool(tokens, valid),
         fusion_tokens=tokens,
         fusion_mask=valid,
     )

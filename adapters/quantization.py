@@ -1,0 +1,62 @@
+"""bitsandbytes 4-bit (NF4, QLoRA) and 8-bit (LLM.int8) loading of Hugging Face language models.
+
+bitsandbytes is the optional ``quant`` extra; it is imported only when a quantized config is built.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import BitsAndBytesConfig, PreTrainedModel
+
+from adapters.optional import import_optional
+
+DEFAULT_SKIP_MODULES: tuple[str, ...] = (
+    "lm_head",
+    r".*vision_tower", r".*visual", r".*multi_modal_projector", r".*mm_projector",
+    r".*glee", r".*seg_projector", r".*object_projector",
+)
+"""Modules kept in full precision: the output head, the vision tower (LLaVA ``vision_tower``, Qwen2-VL
+``visual``; LISA skips its vision model too), the multimodal projector, and gleekit's GLEE model and
+projectors. transformers skips a module when an entry matches its name as a regex anchored at the start and
+ending at a name boundary (``.*glee`` skips ``model.glee.predictor.x``), or as a suffix (``lm_head``).
+Giving any skip list replaces transformers' own default (which keeps ``lm_head``), hence ``lm_head`` here."""
+
+
+def quantization_config(bits: int | None, compute_dtype: torch.dtype = torch.float32, *,
+                        skip_modules: Sequence[str] = ()) -> BitsAndBytesConfig | None:
+    """4 -> NF4 with double quantization, matmuls in ``compute_dtype``; 8 -> LLM.int8; None -> None (no quantization).
+
+    ``skip_modules`` become ``llm_int8_skip_modules`` (used by both 4- and 8-bit loading).
+    """
+    if bits is None:
+        return None
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4, 8 or None (no quantization), got {bits!r}")
+    import_optional("bitsandbytes", "quant")
+    skip = list(skip_modules) or None
+    if bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_quantized(model_class: type[PreTrainedModel], path: str | Path, bits: int | None, *,
+                   skip_modules: Sequence[str] = DEFAULT_SKIP_MODULES, compute_dtype: torch.dtype = torch.float32,
+                   **kwargs: Any) -> PreTrainedModel:
+    """``model_class.from_pretrained(path)``, its nn.Linear layers but ``skip_modules`` quantized to ``bits`` (4, 8;
+    None: loaded as saved).
+
+    ``device_map`` defaults to ``"auto"`` with CUDA and ``"cpu"`` without; other ``kwargs`` go to from_pretrained.
+    """
+    config = quantization_config(bits, compute_dtype, skip_modules=skip_modules)
+    kwargs.setdefault("device_map", "auto" if torch.cuda.is_available() else "cpu")
+    return model_class.from_pretrained(path, quantization_config=config, **kwargs)
+
+
+def prepare_for_kbit_lora(model: PreTrainedModel) -> PreTrainedModel:
+    """peft's ``prepare_model_for_kbit_training`` without gradient checkpointing: every base weight frozen and the
+    non-quantized fp16/bf16 ones cast to fp32 (stable LoRA training). Call on a quantized model, then LoRA."""
+    peft = import_optional("peft", "mllm")
+    return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -1,0 +1,80 @@
+"""``GleeLLMConfig``: what ties a VLM, a GLEE model and the projectors together (saved as JSON)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mllm.prompting import IMAGE_TOKEN, LLAVA_SYSTEM
+
+
+@dataclass
+class LossWeights:
+    """LISA's weights (token CE 1.0, mask BCE 2.0, mask Dice 0.5), GLEE's query selection and box L1, and the
+    pointer loss (a ``[SEG]`` state picks, among the object tokens, the one showing its target)."""
+
+    ce: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+    select: float = 1.0
+    box: float = 0.0
+    pointer: float = 1.0
+
+
+@dataclass
+class GleeLLMConfig:
+    """Settings of a :class:`mllm.GleeLLM`.
+
+    Attributes:
+        num_objects: K object tokens (GLEE's top-K queries) placed after the image; 0 disables them.
+        object_categories: the category prompt GLEE proposes objects with.
+        seg_prompt_tokens: L GLEE prompt tokens made from each ``[SEG]`` state.
+        max_seg_tokens: at most this many ``[SEG]`` per answer (more raise).
+        glee_policy: ``frozen``, ``lora`` or ``full`` (see :mod:`adapters.freeze`).
+        system_prompt: text before the first ``USER:``.
+        image_placeholder: the text the VLM's processor expands into image tokens (LLaVA ``<image>``; Qwen2-VL
+            ``<|vision_start|><|image_pad|><|vision_end|>``); questions always write ``<image>``.
+        max_length: token limit of a conversation, image tokens included.
+        max_new_tokens: generation length limit.
+        train_mask_prompts: in training, at most this many ``[SEG]`` of a batch (drawn at random) go through
+            GLEE for the mask losses (the costly part); CE and pointer losses use every ``[SEG]``. None = all.
+        base_vlm / base_glee: the ids or paths the model was built from (checked again at loading).
+        vlm_fingerprint: model type, hidden size and layer count of the base VLM, to refuse a mismatched base.
+    """
+
+    num_objects: int = 10
+    object_categories: list[str] = field(default_factory=lambda: ["object"])
+    seg_prompt_tokens: int = 1
+    max_seg_tokens: int = 8
+    glee_policy: str = "frozen"
+    system_prompt: str = LLAVA_SYSTEM
+    image_placeholder: str = IMAGE_TOKEN
+    max_length: int = 512
+    max_new_tokens: int = 64
+    train_mask_prompts: int | None = None
+    loss: LossWeights = field(default_factory=LossWeights)
+    base_vlm: str | None = None
+    base_glee: str | None = None
+    vlm_fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = LossWeights(**self.loss)
+        if self.num_objects < 0 or self.seg_prompt_tokens < 1 or self.max_seg_tokens < 1:
+            raise ValueError(f"need num_objects >= 0, seg_prompt_tokens >= 1 and max_seg_tokens >= 1, got "
+                             f"{self.num_objects}, {self.seg_prompt_tokens}, {self.max_seg_tokens}")
+        if self.glee_policy not in ("frozen", "lora", "full"):
+            raise ValueError(f"glee_policy must be frozen, lora or full, got {self.glee_policy!r}")
+        if self.num_objects and not self.object_categories:
+            raise ValueError("object_categories is empty; GLEE needs a category prompt to propose objects")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GleeLLMConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GleeLLMConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**data)

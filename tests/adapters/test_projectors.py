@@ -1,0 +1,39 @@
+"""Projectors: shapes, what each input changes, and errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapters.projectors import ObjectProjector, SegProjector
+
+
+def test_seg_projector_makes_l_prompt_tokens_per_state():
+    projector = SegProjector(llm_hidden=16, prompt_dim=8, num_tokens=3)
+    out = projector(torch.randn(5, 16))
+    assert out.shape == (5, 3, 8)
+    with pytest.raises(ValueError, match=r"expects \[N, 16\], got \(5, 8\)"):
+        projector(torch.randn(5, 8))
+
+
+def test_seg_projector_rows_are_independent():
+    projector = SegProjector(llm_hidden=16, prompt_dim=8)
+    x = torch.randn(4, 16)
+    y = x.clone()
+    y[1] += 1.0
+    a, b = projector(x), projector(y)
+    assert torch.equal(a[[0, 2, 3]], b[[0, 2, 3]]) and not torch.allclose(a[1], b[1])
+
+
+def test_object_projector_sees_content_and_geometry():
+    projector = ObjectProjector(query_dim=8, llm_hidden=16)
+    queries, boxes, scores = torch.randn(2, 5, 8), torch.rand(2, 5, 4), torch.rand(2, 5)
+    out = projector(queries, boxes, scores)
+    assert out.shape == (2, 5, 16)
+    moved = boxes.clone()
+    moved[0, 3, 0] += 0.3  # same object, other place
+    changed = projector(queries, moved, scores) != out
+    assert changed[0, 3].all() and not changed[0, :3].any() and not changed[1].any()
+    with pytest.raises(ValueError, match=r"boxes must be \[2, 5, 4\]"):
+        projector(queries, boxes[..., :2], scores)
+    with pytest.raises(ValueError, match=r"expects queries \[..., K, 8\]"):
+        projector(torch.randn(2, 5, 7), boxes, scores)

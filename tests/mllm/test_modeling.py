@@ -1,0 +1,141 @@
+"""GleeLLM forward: shapes, [SEG] bookkeeping and order, object slots, freezing, errors, and learning."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mllm.batching import collate
+from tests.mllm.conftest import box_mask, make_model
+
+
+def _batch(model, image, answers, masks):
+    convs = [model.encode(image, [("Please segment the red circle.", a)]) for a in answers]
+    return collate(convs, [image] * len(convs), model.glee.config.input, model.processor.tokenizer.pad_token_id,
+                   seg_masks=masks)
+
+
+def test_forward_returns_one_mask_per_seg_in_reading_order(model, image):
+    h, w = image.shape[:2]
+    masks = [[box_mask(h, w, 0, 40, 0, 40)], [box_mask(h, w, 50, 90, 0, 60), box_mask(h, w, 10, 30, 70, 120)]]
+    batch = _batch(model, image, ["Sure, [SEG].", "the star [SEG] and the circle [SEG]."], masks)
+    out = model(batch)
+    hp, wp = batch.glee.padded_size
+    assert out.seg_masks.shape == (3, hp // 4, wp // 4) and out.seg_boxes.shape == (3, 4)
+    assert out.seg_image_index.tolist() == [0, 1, 1] and out.seg_index.tolist() == [0, 1, 2]
+    assert ((out.seg_scores > 0) & (out.seg_scores < 1)).all()
+    assert out.pointer_logits.shape == (3, model.config.num_objects)
+    expected = (out.ce_loss + 2.0 * out.mask_bce_loss + 0.5 * out.mask_dice_loss + out.select_loss
+                + out.pointer_loss)
+    assert torch.allclose(out.loss, expected)
+    assert all(torch.isfinite(t) and t >= 0 for t in (out.ce_loss, out.mask_bce_loss, out.mask_dice_loss))
+
+
+def test_inference_forward_has_no_losses(model, image):
+    batch = _batch(model, image, ["Sure, [SEG]."], None)
+    batch.labels = None
+    out = model.eval()(batch)
+    assert out.loss is None and out.seg_masks.shape[0] == 1
+
+
+def test_batch_without_seg_has_token_loss_only(model, image):
+    out = model(_batch(model, image, ["a red circle."], [[]]))
+    assert out.seg_masks.shape[0] == 0 and float(out.mask_bce_loss.detach()) == 0.0 and out.ce_loss > 0
+
+
+def test_train_mask_prompts_limits_glee_calls():
+    model = make_model(train_mask_prompts=1).train()
+    image = np.zeros((96, 128, 3), np.uint8)
+    masks = [[box_mask(96, 128, 0, 40, 0, 40), box_mask(96, 128, 50, 90, 0, 60)]]
+    out = model(_batch(model, image, ["[SEG] and [SEG]."], masks))
+    assert out.seg_masks.shape[0] == 1 and out.pointer_logits.shape[0] == 2
+    assert model.eval()(_batch(model, image, ["[SEG] and [SEG]."], masks)).seg_masks.shape[0] == 2
+
+
+def test_object_slots_carry_projected_queries(model, image):
+    batch = _batch(model, image, ["Sure."], [[]])
+    objects = model.propose(batch.glee)
+    contents = model._object_contents(objects)
+    ids = batch.input_ids
+    with model.object_slots(contents):
+        embedded = model.vlm.get_input_embeddings()(ids)
+    plain = model.vlm.get_input_embeddings()(ids)
+    slots = ids == model.token_ids.object_slot
+    assert torch.allclose(embedded[slots], contents[0])
+    assert torch.equal(embedded[~slots], plain[~slots])
+    with model.object_slots(contents[:, :2]), pytest.raises(ValueError, match="exactly 2 <object> slots"):
+        model.vlm.get_input_embeddings()(ids)
+
+
+def test_frozen_glee_stays_frozen_and_in_eval_mode(model):
+    model.train()
+    assert not model.glee.training and not any(p.requires_grad for p in model.glee.parameters())
+    assert all(p.requires_grad for p in model.seg_projector.parameters())
+
+
+def test_mismatched_targets_and_too_many_seg_are_refused(image):
+    model = make_model(max_seg_tokens=1)
+    h, w = image.shape[:2]
+    with pytest.raises(ValueError, match="1 \\[SEG\\] tokens but 2 seg_targets"):
+        model(_batch(model, image, ["Sure, [SEG]."], [[box_mask(h, w, 0, 9, 0, 9)] * 2]))
+    with pytest.raises(ValueError, match="2 \\[SEG\\] tokens, over max_seg_tokens=1"):
+        model(_batch(model, image, ["[SEG] and [SEG]."], [[box_mask(h, w, 0, 9, 0, 9)] * 2]))
+
+
+def test_each_seg_state_comes_from_its_own_position(model, image):
+    """The k-th GLEE prompt is made from the hidden state at the k-th [SEG] position (no one-token shift)."""
+    h, w = image.shape[:2]
+    masks = [[box_mask(h, w, 0, 40, 0, 40), box_mask(h, w, 50, 90, 0, 60)]]
+    batch = _batch(model, image, ["the star [SEG] and the circle [SEG]."], masks)
+    seen = []
+    handle = model.seg_projector.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    with torch.no_grad():
+        model.eval()(batch)
+        contents = model._object_contents(model.propose(batch.glee))
+        with model.object_slots(contents):
+            states = model.vlm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.vision,
+                               output_hidden_states=True).hidden_states[-1][0]
+    handle.remove()
+    positions = (batch.input_ids[0] == model.token_ids.seg).nonzero()[:, 0]
+    assert len(positions) == 2 and torch.allclose(seen[0], states[positions], atol=1e-5)
+
+
+def _two_box_scene():
+    image = np.full((96, 128, 3), 90, np.uint8)
+    image[20:70, 10:50] = (220, 30, 30)
+    image[30:80, 80:120] = (30, 30, 220)
+    return image, box_mask(96, 128, 20, 70, 10, 50), box_mask(96, 128, 30, 80, 80, 120)
+
+
+def _overfit(steps: int):
+    model = make_model(seed=1).train()
+    image, left, right = _two_box_scene()
+    batch = _batch(model, image, ["the circle [SEG] and the star [SEG]."], [[left, right]])
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        out = model(batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    return model, batch, losses
+
+
+def test_two_seg_answer_loss_goes_down():
+    _, _, losses = _overfit(15)
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+@pytest.mark.slow
+def test_two_seg_answer_learns_each_mask_in_order():
+    """Overfit one two-[SEG] answer: the first [SEG] must end up on the left box, the second on the right."""
+    model, batch, losses = _overfit(120)
+    assert losses[-1] < 0.3 * losses[0], losses
+    with torch.no_grad():
+        out = model.eval()(batch)
+    predicted = (out.seg_masks > 0).numpy()
+    targets = batch.seg_targets.numpy() >= 0.5
+    overlap = np.array([[(p & t).sum() / max((p | t).sum(), 1) for t in targets] for p in predicted])
+    assert overlap[0, 0] > overlap[0, 1] and overlap[1, 1] > overlap[1, 0], overlap

@@ -1,0 +1,1 @@
+"""Training of GLEE-LLMs (reasoning segmentation): the shapeworld learning proof."""
