@@ -23,14 +23,14 @@ def apply_adapter(model: nn.Module, config: PeftConfig) -> PeftModel:
     peft = import_optional("peft", "mllm")
     targets = getattr(config, "target_modules", None)
     if targets is not None and targets != "all-linear":  # peft expands "all-linear" itself
-        _check_targets(model, config)
+        check_targets(model, config)
     peft_model = peft.get_peft_model(model, config)
     if not model.training:
         peft_model.eval()
     return peft_model
 
 
-def _check_targets(model: nn.Module, config: PeftConfig) -> None:
+def check_targets(model: nn.Module, config: PeftConfig) -> None:
     from peft.tuners.tuners_utils import check_target_module_exists
 
     pattern = config.target_modules

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+import torch
 from torch import nn
 
-from adapters.apply import apply_adapter
+from adapters.apply import check_targets, apply_adapter
 from adapters.optional import import_optional
 
 if TYPE_CHECKING:
@@ -103,3 +104,32 @@ def merge_lora(peft_model: PeftModel) -> nn.Module:
         raise ValueError("prompt tuning adds virtual tokens, not weights: there is nothing to merge; "
                          "keep the PeftModel or save the adapter with its save_pretrained")
     return peft_model.merge_and_unload()
+
+
+def inject_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
+    """LoRA layers put into ``model`` in place (no PeftModel wrapper, so the model keeps its own methods and
+    attributes; GleeLLM does this for ``glee_policy="lora"``). The new LoRA weights train; nothing else changes."""
+    peft = import_optional("peft", "mllm")
+    check_targets(model, config)
+    return peft.inject_adapter_in_model(config, model)
+
+
+def has_lora(model: nn.Module) -> bool:
+    return any(".lora_" in name for name, _ in model.named_parameters())
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of a model with injected LoRA layers as if merged: each wrapped weight becomes
+    ``W + (alpha / r) B A`` under its original name; LoRA tensors are dropped. ``model`` is not changed."""
+    from peft.tuners.lora import LoraLayer
+
+    state = {}
+    for name, value in model.state_dict().items():
+        if ".lora_" not in name:
+            state[name.replace(".base_layer.", ".")] = value
+    for name, module in model.named_modules(remove_duplicate=False):  # shared modules: every alias
+        if isinstance(module, LoraLayer):
+            weight = f"{name}.weight"
+            for adapter in module.active_adapters:
+                state[weight] = state[weight] + module.get_delta_weight(adapter).to(state[weight].dtype)
+    return state

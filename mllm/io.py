@@ -5,7 +5,7 @@ Layout::
     gleellm.json             config (incl. base model ids and the VLM fingerprint) + which parts are stored
     vlm/                     the VLM and its processor (Hugging Face folder), unless only the base id is kept
     vlm_adapter/             peft adapter of the VLM when it is LoRA-wrapped and not merged
-    glee/                    the GLEE model (gleekit folder), unless it is a frozen bundled preset
+    glee/                    the GLEE model (gleekit folder; LoRA merged in), unless it is a frozen bundled preset
     projectors.safetensors   the GleeLLM's own weights: seg_projector.*, object_projector.*, pointer.*
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from adapters.lora import has_lora, merged_state_dict
 from glee_core.checkpoint import CheckpointError
 from glee_core.modeling.glee import GleeModel, bundled_model_dir
 from mllm.config import GleeLLMConfig
@@ -54,7 +55,11 @@ def save_gleellm(model: GleeLLM, directory: str | Path, *, save_base_vlm: bool =
         raise ValueError("save_base_vlm=False needs config.base_vlm (the id or path the VLM loads from)")
     shipped_preset = model.config.base_glee and bundled_model_dir(model.config.base_glee) is not None
     if not (model.frozen_glee and shipped_preset):
-        model.glee.save_pretrained(directory / "glee")
+        glee = model.glee
+        if has_lora(glee):  # saved merged: a plain GLEE folder that loads anywhere
+            glee = GleeModel(glee.config)
+            glee.load_state_dict(merged_state_dict(model.glee))
+        glee.save_pretrained(directory / "glee")
         parts["glee"] = "glee"
     save_file({k: v.contiguous() for k, v in head_state(model).items()}, str(directory / PROJECTORS_FILE),
               metadata={"format": "pt", "library": "gleekit"})

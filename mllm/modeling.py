@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from adapters.freeze import GleePolicy, freeze
+from adapters.lora import glee_lora_config, has_lora, inject_lora
 from adapters.projectors import ObjectProjector, SegProjector
 from glee_core import processing
 from glee_core.image_io import ImageSource, load_image
@@ -100,8 +101,11 @@ class GleeLLM(nn.Module):
         self.seg_projector = SegProjector(hidden, glee.config.hidden_dim, config.seg_prompt_tokens)
         self.object_projector = ObjectProjector(glee.config.hidden_dim, hidden) if config.num_objects else None
         self.pointer = nn.Linear(hidden, hidden, bias=False) if config.num_objects else None
-        if GleePolicy(config.glee_policy) is GleePolicy.FROZEN:
+        policy = GleePolicy(config.glee_policy)
+        if policy is GleePolicy.FROZEN:
             freeze(glee).eval()
+        elif policy is GleePolicy.LORA and not has_lora(glee):
+            inject_lora(freeze(glee), glee_lora_config())
 
     @classmethod
     def build(cls, vlm: nn.Module, processor: Any, glee: GleeModel, config: GleeLLMConfig | None = None) -> "GleeLLM":

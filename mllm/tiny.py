@@ -107,6 +107,6 @@ def tiny_gemma3(tokenizer: PreTrainedTokenizerFast, *, image_size: int = 32, pat
         mm_tokens_per_image=image_tokens, boi_token_index=tokenizer.boi_token_id,
         eoi_token_index=tokenizer.eoi_token_id, image_token_index=tokenizer.image_token_id,
     )
-    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}),
-                                tokenizer=tokenizer, image_seq_length=image_tokens)
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=image_tokens)
     return Gemma3ForConditionalGeneration(config), processor

@@ -161,5 +161,5 @@ def test_bad_arguments():
 
 def test_missing_peft_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # makes `import peft` fail
-    with pytest.raises(ImportError, match=r'pip install "gleekit\[train\]"'):
+    with pytest.raises(ImportError, match=r'pip install "gleekit\[mllm\]"'):
         llm_lora_config()

@@ -95,3 +95,25 @@ def test_four_bit_llm_loads_and_answers_on_cpu(model, image, tmp_path):
     correlation = torch.corrcoef(torch.stack([reference[0].flatten(), quantized[0].flatten()]))[0, 1]
     assert correlation > 0.9, correlation
     assert loaded.generate(image, "Please segment the red circle.").objects is not None
+
+
+def test_lora_glee_trains_only_its_adapters_and_saves_merged(image, tmp_path):
+    model = make_model(glee_policy="lora").train()
+    glee_trainable = [n for n, p in model.glee.named_parameters() if p.requires_grad]
+    assert glee_trainable and all(".lora_" in n for n in glee_trainable)
+    assert all(n.startswith("predictor.") for n in glee_trainable)  # the object decoder only
+    out = model(_batch(model, image))
+    out.loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for n, p in model.glee.named_parameters()
+               if ".lora_B" in n)
+    with torch.no_grad():
+        for name, parameter in model.glee.named_parameters():
+            if ".lora_B" in name:
+                parameter.normal_(std=0.2)
+    folder = save_gleellm(model, tmp_path / "m")
+    loaded = load_gleellm(folder)
+    fresh = [p for n, p in loaded.glee.named_parameters() if ".lora_B" in n]  # merged base + new zero adapters
+    assert fresh and all(float(p.abs().max()) == 0 for p in fresh)
+    batch = _batch(model, image)
+    for a, b in zip(_outputs(model, batch), _outputs(loaded, batch)):
+        assert torch.allclose(a, b, atol=1e-4)

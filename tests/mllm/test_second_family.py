@@ -57,8 +57,13 @@ def _vlm_states(model, batch, contents):
 
 
 def test_gemma3_prompt_layout_and_token_types(gemma3):
-    image, _, _ = _scene()
-    batch = _batch(gemma3, image, ["Sure, [SEG].", "the star [SEG] and the circle [SEG]."], None)
+    """Gemma3's processor returns token_type_ids for the first segment only: they stay out of the vision inputs
+    (so conversations whose questions differ in length still batch) and are rebuilt over whole sequences."""
+    image, left, _ = _scene()
+    convs = [gemma3.encode(image, [(QUESTION, "Sure, [SEG].")]),
+             gemma3.encode(image, [("segment the star in this image please.", "the star [SEG] and the circle [SEG].")])]
+    batch = collate(convs, [image] * 2, gemma3.glee.config.input, gemma3.processor.tokenizer.pad_token_id,
+                    seg_masks=[[left], [left, left]])
     tokenizer = gemma3.processor.tokenizer
     assert set(batch.vision) == {"pixel_values"} and batch.vision["pixel_values"].shape == (2, 3, 32, 32)
     image_id = tokenizer.convert_tokens_to_ids(GEMMA3_IMAGE)
@@ -70,6 +75,9 @@ def test_gemma3_prompt_layout_and_token_types(gemma3):
     start = tokens.index("<start_of_image>")
     assert tokens[start + IMAGE_TOKENS + 1] == "<end_of_image>" and tokens[start + IMAGE_TOKENS + 2] == "<obj0>"
     assert tokens.count("<object>") == 4
+    with torch.no_grad():
+        out = gemma3.eval()(batch)
+    assert out.seg_image_index.tolist() == [0, 1, 1] and torch.isfinite(out.loss)
 
 
 def test_gemma3_training_forward_two_seg(gemma3):
