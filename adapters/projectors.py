@@ -32,24 +32,34 @@ class SegProjector(nn.Module):
 
 
 class ObjectProjector(nn.Module):
-    """Object query (C), box (cx, cy, w, h) and score -> one LLM token: ``MLP(query) + Linear(box, score)``.
+    """Object query (C), region features (R: what lies under the mask), box (cx, cy, w, h) and score -> one LLM
+    token: ``MLP([query, region]) + Linear(box, score)``.
 
-    A two-layer GELU MLP as in LLaVA-1.5's projector; the geometry enters through its own linear map so an
-    LLM can tell two look-alike objects apart by where they are.
+    A two-layer GELU MLP as in LLaVA-1.5's projector; region pooling (All-Seeing, Osprey) gives the token the
+    object's appearance, and the geometry enters through its own linear map so an LLM can tell two
+    look-alike objects apart by where they are.
     """
 
-    def __init__(self, query_dim: int, llm_hidden: int):
+    def __init__(self, query_dim: int, llm_hidden: int, region_dim: int = 0):
         super().__init__()
-        self.query_dim = query_dim
-        self.content = nn.Sequential(nn.Linear(query_dim, llm_hidden), nn.GELU(), nn.Linear(llm_hidden, llm_hidden))
+        self.query_dim, self.region_dim = query_dim, region_dim
+        self.content = nn.Sequential(nn.Linear(query_dim + region_dim, llm_hidden), nn.GELU(),
+                                     nn.Linear(llm_hidden, llm_hidden))
         self.geometry = nn.Linear(5, llm_hidden)
 
-    def forward(self, queries: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """queries [..., K, C], boxes [..., K, 4] cxcywh in [0, 1], scores [..., K] in [0, 1] -> [..., K, H_llm]."""
+    def forward(self, queries: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
+                regions: torch.Tensor | None = None) -> torch.Tensor:
+        """queries [..., K, C], boxes [..., K, 4] cxcywh in [0, 1], scores [..., K] in [0, 1], regions [..., K, R]
+        (when built with ``region_dim`` R > 0) -> [..., K, H_llm]."""
         if queries.shape[-1] != self.query_dim:
             raise ValueError(f"ObjectProjector expects queries [..., K, {self.query_dim}], got {tuple(queries.shape)}")
         if boxes.shape != (*queries.shape[:-1], 4) or scores.shape != queries.shape[:-1]:
             raise ValueError(f"boxes must be {[*queries.shape[:-1], 4]} and scores {list(queries.shape[:-1])}, got "
                              f"{list(boxes.shape)} and {list(scores.shape)}")
+        if self.region_dim:
+            if regions is None or regions.shape != (*queries.shape[:-1], self.region_dim):
+                raise ValueError(f"regions must be {[*queries.shape[:-1], self.region_dim]}, got "
+                                 f"{None if regions is None else list(regions.shape)}")
+            queries = torch.cat([queries, regions.to(queries.dtype)], dim=-1)
         geometry = torch.cat([boxes, scores.unsqueeze(-1)], dim=-1).to(queries.dtype)
         return self.content(queries) + self.geometry(geometry)

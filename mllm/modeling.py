@@ -99,7 +99,8 @@ class GleeLLM(nn.Module):
         self.vlm, self.processor, self.glee, self.config, self.token_ids = vlm, processor, glee, config, token_ids
         hidden = self.llm_hidden_size(vlm)
         self.seg_projector = SegProjector(hidden, glee.config.hidden_dim, config.seg_prompt_tokens)
-        self.object_projector = ObjectProjector(glee.config.hidden_dim, hidden) if config.num_objects else None
+        region_dim = glee.pixel_decoder.mask_features.out_channels + 3
+        self.object_projector = ObjectProjector(glee.config.hidden_dim, hidden, region_dim) if config.num_objects else None
         self.pointer = nn.Linear(hidden, hidden, bias=False) if config.num_objects else None
         policy = GleePolicy(config.glee_policy)
         if policy is GleePolicy.FROZEN:
@@ -149,9 +150,16 @@ class GleeLLM(nn.Module):
                                    list(self.config.object_categories), self.config.num_objects, features)
 
     def segment(self, images: torch.Tensor, features: dict[str, torch.Tensor], image_index: torch.Tensor,
-                seg_hidden: torch.Tensor) -> SegCandidates:
-        """N ``[SEG]`` states [N, H_llm] of images ``image_index`` [N] -> GLEE's candidates for each."""
+                seg_hidden: torch.Tensor, pointed: torch.Tensor | None = None) -> SegCandidates:
+        """N ``[SEG]`` states [N, H_llm] of images ``image_index`` [N] -> GLEE's candidates for each.
+
+        The GLEE prompt is the L projected tokens, plus, with object tokens, the object queries averaged with
+        the ``[SEG]``'s pointer probabilities (``pointed`` [N, C]): the query GLEE itself made for the object
+        the ``[SEG]`` points at.
+        """
         prompts = self.seg_projector(seg_hidden.to(self.seg_projector.mlp[0].weight.dtype))
+        if pointed is not None:
+            prompts = torch.cat([prompts, pointed[:, None].to(prompts.dtype)], dim=1)
         if not len(prompts):
             hp, wp = images.shape[-2:]
             q = self.glee.predictor.num_queries
@@ -192,7 +200,16 @@ class GleeLLM(nn.Module):
         if self.object_projector is None or objects is None:
             return None
         return self.object_projector(objects.queries.to(self.device), objects.boxes.to(self.device),
-                                     objects.scores.to(self.device))
+                                     objects.scores.to(self.device), objects.regions.to(self.device))
+
+    def _pointer(self, seg_hidden: torch.Tensor, contents: torch.Tensor | None, objects: ObjectTokens | None,
+                 image_index: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Pointer logits [N, K] of each ``[SEG]`` over its image's object tokens, and the pointed query [N, C]."""
+        if contents is None or objects is None:
+            return None, None
+        logits = torch.einsum("nh,nkh->nk", self.pointer(seg_hidden), contents[image_index]) / contents.shape[-1] ** 0.5
+        pointed = torch.einsum("nk,nkc->nc", logits.softmax(-1), objects.queries.to(logits.device)[image_index])
+        return logits, pointed
 
     def _check_seg_counts(self, input_ids: torch.Tensor) -> torch.Tensor:
         seg = input_ids == self.token_ids.seg
@@ -231,11 +248,9 @@ class GleeLLM(nn.Module):
         seg_hidden, image_index = out.hidden_states[-1][seg], seg.nonzero()[:, 0]
         targets = self._checked_targets(batch, len(seg_hidden), images) if batch.labels is not None else None
         picked = self._mask_prompts(len(seg_hidden), targets is not None)
-        candidates = self.segment(images, features, image_index[picked], seg_hidden[picked])
-        pointer_logits = None
-        if contents is not None:
-            pointer_logits = torch.einsum("nh,nkh->nk", self.pointer(seg_hidden), contents[image_index])
-            pointer_logits = pointer_logits / contents.shape[-1] ** 0.5
+        pointer_logits, pointed = self._pointer(seg_hidden, contents, objects, image_index)
+        candidates = self.segment(images, features, image_index[picked], seg_hidden[picked],
+                                  None if pointed is None else pointed[picked])
         chosen = candidates.best()
         losses = dict.fromkeys(("loss", "ce", "bce", "dice", "select", "box", "pointer"))
         if targets is not None:
@@ -327,7 +342,9 @@ class GleeLLM(nn.Module):
         with self.object_slots(contents):
             out = self.vlm(input_ids=full, attention_mask=torch.ones_like(full), **vision,
                            **token_type_inputs(self.processor, full), output_hidden_states=True)
-        candidates = self.segment(images, features, seg.nonzero()[:, 0], out.hidden_states[-1][seg])
+        seg_hidden, image_index = out.hidden_states[-1][seg], seg.nonzero()[:, 0]
+        _, pointed = self._pointer(seg_hidden, contents, objects, image_index)
+        candidates = self.segment(images, features, image_index, seg_hidden, pointed)
         text = tokenizer.decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
         return self._answer(text, candidates, objects, batch.glee)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from glee_core.modeling.glee import GleeModel
 
@@ -17,20 +18,33 @@ class ObjectTokens:
         boxes: [B, K, 4] cxcywh in [0, 1] of the image region (padding excluded).
         scores: [B, K] best class probability of each query.
         mask_logits: [B, K, Hp/4, Wp/4] mask logits at stride 4 of the padded GLEE input.
+        regions: [B, K, mask_dim + 3] what lies under each mask: GLEE's per-pixel mask features and the
+            normalised RGB of the input, averaged with the mask probabilities as weights (region pooling).
     """
 
     queries: torch.Tensor
     boxes: torch.Tensor
     scores: torch.Tensor
     mask_logits: torch.Tensor
+    regions: torch.Tensor
+
+    FIELDS = ("queries", "boxes", "scores", "mask_logits", "regions")
 
     def __getitem__(self, index) -> "ObjectTokens":
-        return ObjectTokens(self.queries[index], self.boxes[index], self.scores[index], self.mask_logits[index])
+        return ObjectTokens(*(getattr(self, name)[index] for name in self.FIELDS))
 
     @staticmethod
     def cat(parts: list["ObjectTokens"]) -> "ObjectTokens":
-        return ObjectTokens(*(torch.cat([getattr(p, name) for p in parts]) for name in
-                              ("queries", "boxes", "scores", "mask_logits")))
+        return ObjectTokens(*(torch.cat([getattr(p, name) for p in parts]) for name in ObjectTokens.FIELDS))
+
+
+def region_features(mask_logits: torch.Tensor, mask_features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Mask-weighted means of ``mask_features`` [B, C, h, w] and of ``images`` [B, 3, Hp, Wp] (pooled to h x w)
+    under mask logits [B, K, h, w] -> [B, K, C + 3]."""
+    colour = nn.functional.adaptive_avg_pool2d(images, mask_features.shape[-2:])
+    pixels = torch.cat([mask_features, colour.to(mask_features.dtype)], dim=1).flatten(2)  # [B, C+3, hw]
+    weights = mask_logits.sigmoid().flatten(2)  # [B, K, hw]
+    return torch.einsum("bkp,bcp->bkc", weights, pixels) / weights.sum(-1, keepdim=True).clamp(min=1e-6)
 
 
 def to_image_frame(boxes: torch.Tensor, padded_size: tuple[int, int], image_sizes: list[tuple[int, int]]) -> torch.Tensor:
@@ -50,4 +64,6 @@ def propose_objects(glee: GleeModel, images: torch.Tensor, image_sizes: list[tup
     scores, index = out.pred_logits.sigmoid().amax(-1).topk(k, dim=1)
     gather = lambda t: t.gather(1, index.view(*index.shape, *[1] * (t.dim() - 2)).expand(-1, -1, *t.shape[2:]))
     boxes = to_image_frame(gather(out.pred_boxes), (images.shape[-2], images.shape[-1]), image_sizes)
-    return ObjectTokens(gather(out.query_embeds), boxes.clamp(0, 1), scores, gather(out.pred_masks))
+    masks = gather(out.pred_masks)
+    regions = region_features(masks, out.mask_features, images)
+    return ObjectTokens(gather(out.query_embeds), boxes.clamp(0, 1), scores, masks, regions)

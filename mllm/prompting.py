@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mllm.tokens import OBJECT_SLOT, OBJECTS_PLACEHOLDER, object_ref
+from mllm.tokens import OBJECT_SLOT, OBJECTS_PLACEHOLDER, SEG_TOKEN, object_ref
 
 IMAGE_TOKEN = "<image>"
 IGNORE_INDEX = -100
@@ -92,6 +92,10 @@ def encode_conversation(
     """
     if not turns:
         raise ValueError("a conversation needs at least one (question, answer) turn")
+    if image is None:
+        if any(answer and SEG_TOKEN in answer for _, answer in turns):
+            raise ValueError(f"an answer with {SEG_TOKEN} needs an image: its mask comes from GLEE on that image")
+        raise ValueError("a GleeLLM conversation is about one image; give it (text-only chat is the VLM's own job)")
     tokenizer = processor.tokenizer
     eos = tokenizer.eos_token
     if eos is None:

@@ -71,6 +71,7 @@ class GleeOutput:
         query_embeds: [B, Q, 256] final normed decoder states: track embeddings, and the object
             tokens the LLM side consumes.
         decoder: the full decoder output (per-layer predictions, proposals) for losses and analysis.
+        mask_features: [B, mask_dim, Hp/4, Wp/4] the per-pixel features masks are read from (region pooling).
     """
 
     pred_logits: torch.Tensor
@@ -79,6 +80,7 @@ class GleeOutput:
     pred_scores: torch.Tensor
     query_embeds: torch.Tensor
     decoder: DecoderOutput
+    mask_features: torch.Tensor | None = None
 
 
 class GleeModel(nn.Module):
@@ -300,7 +302,8 @@ class GleeModel(nn.Module):
         out = self.predictor(pixels.multi_scale_features, pixels.mask_features, **decoder_kwargs)
         if record is not None:
             self._record_pixels_and_decoder(record, features, pixels, out)
-        return GleeOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.pred_scores, out.pred_track_embed, out)
+        return GleeOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.pred_scores, out.pred_track_embed, out,
+                          pixels.mask_features)
 
     def encode_image(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Backbone features of normalised images [B, 3, Hp, Wp], by level name (``res2``..``res5``)."""

@@ -37,3 +37,7 @@ def test_object_projector_sees_content_and_geometry():
         projector(queries, boxes[..., :2], scores)
     with pytest.raises(ValueError, match=r"expects queries \[..., K, 8\]"):
         projector(torch.randn(2, 5, 7), boxes, scores)
+    regional = ObjectProjector(query_dim=8, llm_hidden=16, region_dim=3)
+    assert regional(queries, boxes, scores, torch.rand(2, 5, 3)).shape == (2, 5, 16)
+    with pytest.raises(ValueError, match=r"regions must be \[2, 5, 3\], got None"):
+        regional(queries, boxes, scores)

@@ -48,3 +48,10 @@ def test_bad_conversations(model, image, turns, message):
 def test_overlong_conversation_is_refused_not_truncated(model, image):
     with pytest.raises(ValueError, match="over max_length=20"):
         encode_conversation(model.processor, image, [("segment", "it")], num_objects=2, system="", max_length=20)
+
+
+def test_missing_image_is_refused_with_the_reason(model):
+    with pytest.raises(ValueError, match=r"answer with \[SEG\] needs an image"):
+        encode_conversation(model.processor, None, [("segment it", "Sure, [SEG].")], num_objects=2)
+    with pytest.raises(ValueError, match="about one image"):
+        encode_conversation(model.processor, None, [("hello", "hi")], num_objects=2)
