@@ -5,8 +5,11 @@
   widened to L tokens).
 * :class:`ObjectProjector` — GLEE object queries [.., K, C_glee] with their boxes [.., K, 4] (cxcywh in [0, 1])
   and scores [.., K] -> object tokens [.., K, H_llm] placed in the LLM's input (All-Seeing style).
+* :class:`PointerHead` — a ``[SEG]`` state against the object tokens -> which object it means.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -33,7 +36,7 @@ class SegProjector(nn.Module):
 
 class ObjectProjector(nn.Module):
     """Object query (C), region features (R: what lies under the mask), box (cx, cy, w, h) and score -> one LLM
-    token: ``MLP([query, region]) + Linear(box, score)``.
+    token: ``MLP(LayerNorm([query, region])) + Linear(box, score)``.
 
     A two-layer GELU MLP as in LLaVA-1.5's projector; region pooling (All-Seeing, Osprey) gives the token the
     object's appearance, and the geometry enters through its own linear map so an LLM can tell two
@@ -43,8 +46,8 @@ class ObjectProjector(nn.Module):
     def __init__(self, query_dim: int, llm_hidden: int, region_dim: int = 0):
         super().__init__()
         self.query_dim, self.region_dim = query_dim, region_dim
-        self.content = nn.Sequential(nn.Linear(query_dim + region_dim, llm_hidden), nn.GELU(),
-                                     nn.Linear(llm_hidden, llm_hidden))
+        self.content = nn.Sequential(nn.LayerNorm(query_dim + region_dim), nn.Linear(query_dim + region_dim, llm_hidden),
+                                     nn.GELU(), nn.Linear(llm_hidden, llm_hidden))
         self.geometry = nn.Linear(5, llm_hidden)
 
     def forward(self, queries: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
@@ -63,3 +66,24 @@ class ObjectProjector(nn.Module):
             queries = torch.cat([queries, regions.to(queries.dtype)], dim=-1)
         geometry = torch.cat([boxes, scores.unsqueeze(-1)], dim=-1).to(queries.dtype)
         return self.content(queries) + self.geometry(geometry)
+
+
+class PointerHead(nn.Module):
+    """How strongly a ``[SEG]`` state points at each object token: scaled cosine similarity of two projections.
+
+    ``logits[n, k] = exp(t) * <normalize(Wq h_n), normalize(Wk c_{n,k})>``, with a learned temperature ``t``
+    (CLIP's ``logit_scale``, initialised at ln 10): cosine logits reach a useful range from the first step,
+    where raw dot products of small embeddings would need many steps to grow.
+    """
+
+    def __init__(self, llm_hidden: int, dim: int | None = None):
+        super().__init__()
+        dim = dim or llm_hidden
+        self.query, self.key = nn.Linear(llm_hidden, dim), nn.Linear(llm_hidden, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+
+    def forward(self, states: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+        """states [N, H], objects [N, K, H] (each state's candidate object tokens) -> logits [N, K]."""
+        q = nn.functional.normalize(self.query(states), dim=-1)
+        k = nn.functional.normalize(self.key(objects), dim=-1)
+        return torch.einsum("nd,nkd->nk", q, k) * self.logit_scale.exp().clamp(max=100.0)

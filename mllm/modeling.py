@@ -21,7 +21,7 @@ from torch import nn
 
 from adapters.freeze import GleePolicy, freeze
 from adapters.lora import glee_lora_config, has_lora, inject_lora
-from adapters.projectors import ObjectProjector, SegProjector
+from adapters.projectors import ObjectProjector, PointerHead, SegProjector
 from glee_core import processing
 from glee_core.image_io import ImageSource, load_image
 from glee_core.mask_ops import masks_to_boxes
@@ -101,7 +101,7 @@ class GleeLLM(nn.Module):
         self.seg_projector = SegProjector(hidden, glee.config.hidden_dim, config.seg_prompt_tokens)
         region_dim = glee.pixel_decoder.mask_features.out_channels + 3
         self.object_projector = ObjectProjector(glee.config.hidden_dim, hidden, region_dim) if config.num_objects else None
-        self.pointer = nn.Linear(hidden, hidden, bias=False) if config.num_objects else None
+        self.pointer = PointerHead(hidden) if config.num_objects else None
         policy = GleePolicy(config.glee_policy)
         if policy is GleePolicy.FROZEN:
             freeze(glee).eval()
@@ -207,7 +207,7 @@ class GleeLLM(nn.Module):
         """Pointer logits [N, K] of each ``[SEG]`` over its image's object tokens, and the pointed query [N, C]."""
         if contents is None or objects is None:
             return None, None
-        logits = torch.einsum("nh,nkh->nk", self.pointer(seg_hidden), contents[image_index]) / contents.shape[-1] ** 0.5
+        logits = self.pointer(seg_hidden, contents[image_index])
         pointed = torch.einsum("nk,nkc->nc", logits.softmax(-1), objects.queries.to(logits.device)[image_index])
         return logits, pointed
 

@@ -41,3 +41,14 @@ def test_object_projector_sees_content_and_geometry():
     assert regional(queries, boxes, scores, torch.rand(2, 5, 3)).shape == (2, 5, 16)
     with pytest.raises(ValueError, match=r"regions must be \[2, 5, 3\], got None"):
         regional(queries, boxes, scores)
+
+
+def test_pointer_head_is_a_scaled_cosine_similarity():
+    from adapters.projectors import PointerHead
+
+    head = PointerHead(llm_hidden=8)
+    states, objects = torch.randn(3, 8), torch.randn(3, 4, 8)
+    logits = head(states, objects)
+    q, k = head.query(states), head.key(objects)
+    cosine = torch.nn.functional.cosine_similarity(q[:, None], k, dim=-1)
+    assert logits.shape == (3, 4) and torch.allclose(logits, 10.0 * cosine, atol=1e-4)

@@ -68,7 +68,7 @@ def test_lisa_qlora_step_fits_24gib_and_fp16_inference_does_not_fit_small_cards(
     # training only the added tokens' rows drops the 14 B/param state of 2 x 32003 x 4096 rows
     new = mm.computed(mm.Setup(train_rows="new"), "nf4", "train+ckpt", counts)
     assert qlora["train_state"] - new["train_state"] > 3.4 * GIB
-    # more positions, more memory; checkpointing never costs memory
+    # checkpointing never costs memory
     for mode in mm.MODES:
         assert mm.computed(lisa, mode, "train+ckpt", counts)["total"] < mm.computed(lisa, mode, "train", counts)["total"]
 
@@ -105,9 +105,7 @@ def test_layer_activation_formula_matches_autograd(mm):
     """One more decoder layer adds exactly the formula's bytes per token (CPU: dropout keeps an fp32 mask)."""
     hidden, intermediate, heads, tokens = 64, 176, 4, (2, 16)
     extra = (_saved_bytes(3, hidden, intermediate, heads, tokens) - _saved_bytes(2, hidden, intermediate, heads, tokens))
-    size = mm.LLMSize(hidden, intermediate, 2, heads)
-    setup = mm.Setup(dropout_mask_bytes=4)
-    mm.SCALES["_test"] = size
+    mm.SCALES["_test"] = mm.LLMSize(hidden, intermediate, 2, heads)
     try:
         setup = mm.Setup(scale="_test", dropout_mask_bytes=4)
         assert extra == mm.llm_layer_saved_bytes(setup, "fp16") * tokens[0] * tokens[1]
