@@ -22,7 +22,7 @@ def answer_to_json(answer: MllmAnswer, question: str) -> dict:
     """The answer, each segment (span, phrase, score, box, RLE mask) and the cited objects."""
     segments = []
     for span in answer.segments:
-        item = {"start": span.start, "end": span.end, "phrase": span.phrase}
+        item = {"start": span.start, "end": span.end, "phrase": span.phrase, "object_index": span.object_index}
         if span.detections is not None:
             data = span.detections.to_json_dict()
             item.update(box_xyxy=data["boxes"][0], score=data["scores"][0], mask_rle=data["masks"][0])

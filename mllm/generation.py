@@ -12,13 +12,15 @@ class SegmentSpan:
     """One ``[SEG]`` of an answer: its character offsets, the phrase it closes, and GLEE's result.
 
     ``phrase`` is the answer text since the previous ``[SEG]`` (or the start), stripped of punctuation at the
-    edges; ``detections`` holds one row (box, mask, score = GLEE's confidence, label = the phrase).
+    edges; ``detections`` holds one row (box, mask, score = GLEE's confidence, label = the phrase);
+    ``object_index`` is the object token the ``[SEG]`` points at (``<objK>``), when the model has them.
     """
 
     start: int
     end: int
     phrase: str
     detections: Detections | None = None
+    object_index: int | None = None
 
 
 @dataclass

@@ -343,10 +343,14 @@ class GleeLLM(nn.Module):
             out = self.vlm(input_ids=full, attention_mask=torch.ones_like(full), **vision,
                            **token_type_inputs(self.processor, full), output_hidden_states=True)
         seg_hidden, image_index = out.hidden_states[-1][seg], seg.nonzero()[:, 0]
-        _, pointed = self._pointer(seg_hidden, contents, objects, image_index)
+        pointer_logits, pointed = self._pointer(seg_hidden, contents, objects, image_index)
         candidates = self.segment(images, features, image_index, seg_hidden, pointed)
         text = tokenizer.decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
-        return self._answer(text, candidates, objects, batch.glee)
+        answer = self._answer(text, candidates, objects, batch.glee)
+        if pointer_logits is not None:
+            for span, index in zip(answer.segments, pointer_logits.argmax(-1).tolist()):
+                span.object_index = index
+        return answer
 
     def _answer_budget(self, new: torch.Tensor) -> int:
         """Keep at most ``max_seg_tokens`` ``[SEG]`` of a generated answer (later ones are cut with their text)."""

@@ -23,6 +23,7 @@ def test_generate_returns_objects_and_consistent_spans(model, image):
     assert len(answer.segments) == answer.text.count("[SEG]")
     for span in answer.segments:
         assert len(span.detections) == 1 and span.detections.masks.shape == (1, *image.shape[:2])
+        assert 0 <= span.object_index < model.config.num_objects
     assert answer_to_json(answer, "q")["answer"] == answer.text
 
 
