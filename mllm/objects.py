@@ -7,6 +7,10 @@ import torch
 from torch import nn
 
 from glee_core.modeling.glee import GleeModel
+from glee_core.mask_ops import box_iou
+from glee_core.processing import box_cxcywh_to_xyxy
+
+DUPLICATE_IOU = 0.6  # box IoU above which a lower-scoring query counts as the same object
 
 
 @dataclass
@@ -54,14 +58,37 @@ def to_image_frame(boxes: torch.Tensor, padded_size: tuple[int, int], image_size
     return boxes * scale[:, None, :]
 
 
+def distinct_topk(scores: torch.Tensor, boxes: torch.Tensor, k: int, iou: float = DUPLICATE_IOU
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` queries by score [B, Q] that are not duplicates: a query whose box (cxcywh [B, Q, 4]) overlaps a
+    better one by more than ``iou`` is passed over (GLEE often finds one object with several queries); when fewer
+    than ``k`` remain, the best passed-over ones fill up. Returns (scores, index), each [B, k], best first."""
+    order = scores.argsort(dim=1, descending=True)
+    xyxy = box_cxcywh_to_xyxy(boxes.detach().float()).clamp(0, 1).cpu().numpy()
+    picked = []
+    for b in range(scores.shape[0]):
+        overlap = box_iou(xyxy[b], xyxy[b])
+        kept: list[int] = []
+        for q in order[b].tolist():
+            if kept and float(overlap[q, kept].max()) > iou:
+                continue
+            kept.append(q)
+            if len(kept) == k:
+                break
+        rest = [q for q in order[b].tolist() if q not in kept]
+        picked.append(kept + rest[: k - len(kept)])
+    index = torch.tensor(picked, device=scores.device)
+    return scores.gather(1, index), index
+
+
 def propose_objects(glee: GleeModel, images: torch.Tensor, image_sizes: list[tuple[int, int]], categories: list[str],
                     k: int, image_features: dict[str, torch.Tensor] | None = None) -> ObjectTokens:
-    """GLEE on normalised padded images [B, 3, Hp, Wp] with a category prompt; the top-``k`` queries."""
+    """GLEE on normalised padded images [B, 3, Hp, Wp] with a category prompt; the top-``k`` distinct queries."""
     num_queries = glee.predictor.num_queries
     if not 0 < k <= num_queries:
         raise ValueError(f"num_objects must be in 1..{num_queries} (GLEE's query count), got {k}")
     out = glee(images, categories=categories, image_features=image_features)
-    scores, index = out.pred_logits.sigmoid().amax(-1).topk(k, dim=1)
+    scores, index = distinct_topk(out.pred_logits.sigmoid().amax(-1), out.pred_boxes, k)
     gather = lambda t: t.gather(1, index.view(*index.shape, *[1] * (t.dim() - 2)).expand(-1, -1, *t.shape[2:]))
     boxes = to_image_frame(gather(out.pred_boxes), (images.shape[-2], images.shape[-1]), image_sizes)
     masks = gather(out.pred_masks)

@@ -139,3 +139,13 @@ def test_two_seg_answer_learns_each_mask_in_order():
     targets = batch.seg_targets.numpy() >= 0.5
     overlap = np.array([[(p & t).sum() / max((p | t).sum(), 1) for t in targets] for p in predicted])
     assert overlap[0, 0] > overlap[0, 1] and overlap[1, 1] > overlap[1, 0], overlap
+
+
+def test_object_proposals_skip_duplicate_boxes():
+    from mllm.objects import distinct_topk
+
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.21, 0.2], [0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]]])
+    top, index = distinct_topk(scores, boxes, 3)
+    assert index.tolist() == [[0, 2, 3]] and torch.allclose(top, torch.tensor([[0.9, 0.7, 0.1]]))
+    assert distinct_topk(scores, boxes, 4)[1].tolist() == [[0, 2, 3, 1]]  # duplicates fill up when needed

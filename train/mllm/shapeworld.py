@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from glee_core import processing
 from glee_core.modeling.glee import GleeModel
+from glee_core.modeling.text_encoder import encode_categories
 from mllm.batching import collate
 from mllm.config import GleeLLMConfig, LossWeights
-from mllm.io import save_gleellm
+from mllm.io import load_gleellm, save_gleellm
 from mllm.modeling import GleeLLM
 from mllm.objects import ObjectTokens
 from mllm.tiny import tiny_llava, word_tokenizer
@@ -81,7 +82,27 @@ def build_model(recipe: MllmRecipe, texts: list[str]) -> GleeLLM:
     config = GleeLLMConfig(num_objects=recipe.num_objects, object_categories=list(CATEGORY_NAMES), system_prompt="",
                            max_length=256, max_new_tokens=24, train_mask_prompts=recipe.mask_prompts_per_step,
                            loss=LossWeights(), base_glee=recipe.glee)
-    return GleeLLM.build(vlm, processor, GleeModel.from_pretrained(recipe.glee), config)
+    model = GleeLLM.build(vlm, processor, GleeModel.from_pretrained(recipe.glee), config)
+    init_word_embeddings(model)
+    return model
+
+
+@torch.no_grad()
+def init_word_embeddings(model: GleeLLM) -> None:
+    """Start each word's LLM embedding from GLEE's own text tower: the word's class embedding (what GLEE grounds
+    the word as), through a fixed random orthogonal map to the LLM width, at the embeddings' scale. A random-init
+    LLM then begins with words GLEE can ground, instead of learning their meaning from scratch."""
+    tokenizer, embedding = model.processor.tokenizer, model.vlm.get_input_embeddings().weight
+    words = [(token, index) for token, index in tokenizer.get_vocab().items()
+             if token.isalpha() and index not in tokenizer.all_special_ids]
+    glee = model.glee
+    ids, mask = glee._tokenize([word for word, _ in words])
+    classes = encode_categories(glee.text_encoder, glee.lang_projection, ids, mask).class_embeddings
+    classes = (classes - classes.mean(0)) / classes.std(0).clamp(min=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(embedding.shape[1], classes.shape[1], generator=generator))[0]
+    rows = torch.tensor([index for _, index in words])
+    embedding[rows] = (classes @ basis.T * embedding.std()).to(embedding.dtype)
 
 
 def training_examples(model: GleeLLM, scenes: list[Scene], seed: int, progress: bool = True) -> list[TrainingExample]:
@@ -138,13 +159,18 @@ def lr_at(step: int, recipe: MllmRecipe) -> float:
     return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(recipe: MllmRecipe, out_dir: str | Path, *, progress: bool = True,
+def train(recipe: MllmRecipe, out_dir: str | Path, *, init_from: str | Path | None = None, progress: bool = True,
           on_save: Callable[[GleeLLM, int], None] | None = None) -> tuple[GleeLLM, list[dict]]:
     """Train per ``recipe``; saves the model (and ``history.json``) into ``out_dir`` every ``save_every`` steps
-    and at the end. ``on_save(model, step)`` runs after each save (e.g. a validation callback)."""
+    and at the end. ``init_from`` continues from a saved GleeLLM folder (its tokenizer and weights; the
+    optimizer starts afresh). ``on_save(model, step)`` runs after each save (e.g. a validation callback)."""
     out_dir = Path(out_dir)
     scenes = [generate_scene(scene_seed("train", i, recipe.seed), split="train") for i in range(recipe.train_scenes)]
-    model = build_model(recipe, vocabulary_texts(scenes, recipe.seed))
+    if init_from is not None:
+        model = load_gleellm(init_from)
+        model.config.train_mask_prompts = recipe.mask_prompts_per_step
+    else:
+        model = build_model(recipe, vocabulary_texts(scenes, recipe.seed))
     sampler = KindSampler(training_examples(model, scenes, recipe.seed, progress), recipe.kind_weights, recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
