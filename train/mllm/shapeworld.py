@@ -40,15 +40,15 @@ class MllmRecipe:
     first learns which object a question means); from then on ``mask_prompts_per_step`` of them do.
     """
 
-    train_scenes: int = 1200
+    train_scenes: int = 800
     seed: int = 0
-    steps: int = 3200
+    steps: int = 1600
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 50
     weight_decay: float = 0.0
     mask_prompts_per_step: int = 3
-    glee_from_step: int = 2500
+    glee_from_step: int = 1000
     kind_weights: dict[str, float] = field(default_factory=lambda: {"reasoning": 0.4, "referring": 0.25,
                                                                    "pair": 0.15, "caption": 0.2})
     num_objects: int = 10
@@ -57,7 +57,7 @@ class MllmRecipe:
     layers: int = 4
     heads: int = 4
     glee: str = "nano"
-    save_every: int = 250
+    save_every: int = 200
 
 
 @dataclass
