@@ -94,8 +94,7 @@ def evaluate_mllm_shapeworld(model: GleeLLM, *, num_scenes: int = 50, seed: int 
                 scores.examples.append({"scene": index, "question": question, "answer": answer.text, "iou": iou})
         if model.object_projector is None:
             continue
-        objects = model.generate(scene.image, "What is <obj0>?").objects
-        captions = caption_chats(scene, objects.boxes)
+        captions = caption_chats(scene, model.objects(scene.image).boxes)
         for chat in [captions[i] for i in rng.permutation(len(captions))[:per_kind]]:
             answer = model.generate(scene.image, chat.turns[0][0])
             scores.caption_total += 1

@@ -367,15 +367,24 @@ class GleeLLM(nn.Module):
             span.detections = self._detections(candidates.masks[index, q][None], candidates.boxes[index, q][None],
                                                candidates.logits[index, q].sigmoid()[None], [span.phrase or "object"],
                                                glee_batch)
-        proposals = None
-        if objects is not None:
-            names = [f"obj{k}" for k in range(len(objects.scores[0]))]
-            hp, wp = glee_batch.padded_size
-            (h, w), = glee_batch.image_sizes
-            padded_boxes = objects.boxes[0] * objects.boxes.new_tensor([w / wp, h / hp, w / wp, h / hp])
-            proposals = self._detections(objects.mask_logits[0], padded_boxes, objects.scores[0], names, glee_batch,
-                                         labels=np.arange(len(names)))
+        proposals = None if objects is None else self._object_detections(objects, glee_batch)
         return MllmAnswer(text, spans, proposals, cited_indices(text))
+
+    @torch.no_grad()
+    def objects(self, image: ImageSource) -> Detections:
+        """GLEE's K object proposals of ``image`` as the LLM sees them (row k = ``<objk>``), with masks."""
+        if self.object_projector is None:
+            raise ValueError("this model has no object tokens (config.num_objects = 0)")
+        glee_batch = processing.preprocess([load_image(image)], self.glee.config.input)
+        return self._object_detections(self.propose(glee_batch), glee_batch)
+
+    def _object_detections(self, objects: ObjectTokens, glee_batch: processing.ImageBatch) -> Detections:
+        names = [f"obj{k}" for k in range(len(objects.scores[0]))]
+        hp, wp = glee_batch.padded_size
+        (h, w), = glee_batch.image_sizes
+        padded_boxes = objects.boxes[0] * objects.boxes.new_tensor([w / wp, h / hp, w / wp, h / hp])
+        return self._detections(objects.mask_logits[0], padded_boxes, objects.scores[0], names, glee_batch,
+                                labels=np.arange(len(names)))
 
     @staticmethod
     def _detections(mask_logits: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, names: list[str],

@@ -46,3 +46,10 @@ def test_segments_become_one_detections_with_their_phrases(model, image):
 def test_empty_question_is_refused(model, image):
     with pytest.raises(ValueError, match="question is empty"):
         model.generate(image, "  ")
+
+
+def test_objects_are_the_proposals_the_answer_shows(model, image):
+    objects = model.objects(image)
+    shown = model.generate(image, "What is <obj1>?").objects
+    assert objects.label_names == [f"obj{k}" for k in range(model.config.num_objects)]
+    assert np.allclose(objects.boxes, shown.boxes) and np.array_equal(objects.masks, shown.masks)

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from glee_core import processing
+from glee_core.processing import box_cxcywh_to_xyxy
 from glee_core.modeling.glee import GleeModel
 from glee_core.modeling.text_encoder import encode_categories
 from mllm.batching import collate
@@ -69,9 +70,7 @@ class TrainingExample:
 
 def proposal_boxes(objects: ObjectTokens, height: int, width: int) -> np.ndarray:
     """xyxy pixel boxes [K, 4] of one image's object tokens."""
-    cx, cy, w, h = objects.boxes[0].unbind(-1)
-    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1) * torch.tensor([width, height] * 2)
-    return boxes.numpy()
+    return (box_cxcywh_to_xyxy(objects.boxes[0]) * torch.tensor([width, height] * 2)).numpy()
 
 
 def build_model(recipe: MllmRecipe, texts: list[str]) -> GleeLLM:
