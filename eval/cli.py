@@ -1,53 +1,204 @@
-"""``gleekit eval ...``: benchmark commands (heavy imports happen inside the commands)."""
+"""``gleekit eval ...``: one command per benchmark, all run the same way (heavy imports inside the commands).
+
+Every command loads the model (refusing incomplete weights unless ``--allow-incomplete-weights``), runs the
+benchmark with a progress bar — sharded over processes under ``accelerate launch`` — prints the result table
+and writes, when asked, the JSON report, the predictions in the official submission format and plots.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Optional
 
 import typer
 
-app = typer.Typer(help="Evaluate models on benchmarks.", no_args_is_help=True)
+app = typer.Typer(help="Evaluate models on benchmarks (official formats and metric definitions).",
+                  no_args_is_help=True)
+
+MODEL = typer.Option("nano", help="GLEE model folder, bundled name, official checkpoint (with --preset) or GLEE-LLM folder.")
+PRESET = typer.Option(None, help="Architecture of an official checkpoint file: lite-r50, plus-swinl or pro-eva02l.")
+DATA_ROOT = typer.Option(..., help="Folder holding the dataset in its official layout.")
+LIMIT = typer.Option(None, min=1, help="Evaluate only the first N samples.")
+JSON_OUT = typer.Option(None, help="Write every number and the exact settings to this JSON file.")
+PREDICTIONS_OUT = typer.Option(None, help="Write the predictions in the official submission format here (a file for "
+                                "COCO / LVIS, a folder for YouTube-VIS and MOT), also for splits without public "
+                                "ground truth.")
+PLOT_DIR = typer.Option(None, help="Write plots (per-category AP, PR curve) as PNG into this folder.")
+ALLOW_INCOMPLETE = typer.Option(False, "--allow-incomplete-weights",
+                                help="Evaluate even if some weights did not load (the report says so loudly).")
+
+
+def _evaluate(make: Callable[[], object], model: str, *, preset: Optional[str], limit: Optional[int],
+              json_out: Optional[Path], allow_incomplete: bool, predictions_out: Optional[Path] = None,
+              plot_dir: Optional[Path] = None) -> None:
+    """Build the benchmark, load the model, run, report (on the main process only)."""
+    from rich.console import Console
+
+    from eval.models import load_eval_model
+    from eval.report import EvalReport
+    from eval.runner import collect_records
+    from glee_core.checkpoint import CheckpointError
+
+    console = Console()
+    try:
+        benchmark = make()
+        evaluated = load_eval_model(model, preset=preset, allow_incomplete=allow_incomplete)
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    records = collect_records(benchmark, evaluated, limit=limit)
+    if records is None:  # not the main process
+        return
+    if predictions_out is not None:  # before scoring: server-scored splits have no ground truth here
+        written = benchmark.write_predictions(records, predictions_out)
+        console.print(f"predictions: {written}" if written else "this benchmark has no submission format")
+    try:
+        result = benchmark.score(records)
+    except ValueError as error:
+        console.print(f"[red]cannot score:[/] {error}")
+        raise typer.Exit(2) from None
+    settings = {**benchmark.settings(), "limit": limit, "samples": len(records)}
+    report = EvalReport(benchmark.name, evaluated, settings, result)
+    console.print(report.table())
+    if plot_dir is not None:
+        from eval.plots import save_per_category_ap, save_pr_curve
+
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        if result.per_category:
+            console.print(f"plot: {save_per_category_ap(result.per_category, plot_dir / 'per_category_ap.png', benchmark.name)}")
+        if result.pr_curve is not None:
+            console.print(f"plot: {save_pr_curve(*result.pr_curve, plot_dir / 'pr_curve.png', benchmark.name)}")
+    if json_out is not None:
+        console.print(f"report: {report.write_json(json_out)}")
+
+
+def _refer_command(dataset: str) -> None:
+    def command(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = DATA_ROOT,
+                split: str = typer.Option("val", help="val, testA, testB (refcoco, refcoco+), val / test (refcocog umd)."),
+                split_by: Optional[str] = typer.Option(None, help="refs file: unc (refcoco, refcoco+) or umd (refcocog)."),
+                image_root: Optional[Path] = typer.Option(None, help="Image folder (default: "
+                                                          "<data_root>/images/mscoco/images/train2014)."),
+                limit: Optional[int] = LIMIT, json_out: Optional[Path] = JSON_OUT,
+                allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
+        from eval.benchmarks.refer import ReferBenchmark
+
+        _evaluate(lambda: ReferBenchmark(data_root, dataset, split, split_by=split_by, image_root=image_root), model, preset=preset,
+                  limit=limit, json_out=json_out, allow_incomplete=allow_incomplete_weights)
+
+    command.__doc__ = (f"{dataset}: REC Acc@0.5 and RES cIoU / gIoU / Prec@X, per sentence "
+                       "(GLEE: referring prompt; GLEE-LLM: LISA's question).")
+    app.command(dataset)(command)
+
+
+for _dataset in ("refcoco", "refcoco+", "refcocog"):
+    _refer_command(_dataset)
+
+
+@app.command("reasonseg")
+def reasonseg(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = DATA_ROOT,
+              split: str = typer.Option("val", help="val or test."), limit: Optional[int] = LIMIT,
+              json_out: Optional[Path] = JSON_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
+    """ReasonSeg gIoU / cIoU, overall and for short and long queries."""
+    from eval.benchmarks.reasonseg import ReasonSegBenchmark
+
+    _evaluate(lambda: ReasonSegBenchmark(data_root, split), model, preset=preset, limit=limit, json_out=json_out,
+              allow_incomplete=allow_incomplete_weights)
+
+
+def _detection_command(name: str, default_split: str, split_help: str, doc: str) -> None:
+    def command(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = DATA_ROOT,
+                split: str = typer.Option(default_split, help=split_help), limit: Optional[int] = LIMIT,
+                json_out: Optional[Path] = JSON_OUT, predictions_out: Optional[Path] = PREDICTIONS_OUT,
+                plot_dir: Optional[Path] = PLOT_DIR, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
+        from eval.benchmarks.coco import CocoBenchmark
+        from eval.benchmarks.lvis import LvisBenchmark
+
+        benchmark = {"coco": CocoBenchmark, "lvis": LvisBenchmark}[name]
+        _evaluate(lambda: benchmark(data_root, split), model, preset=preset, limit=limit, json_out=json_out,
+                  allow_incomplete=allow_incomplete_weights, predictions_out=predictions_out, plot_dir=plot_dir)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_detection_command("coco", "val2017", "Split name: annotations/instances_<split>.json + <split>/.",
+                   "COCO box and mask AP (pycocotools), every category name as the prompt.")
+_detection_command("lvis", "val", "Split name: lvis_v1_<split>.json.",
+                   "LVIS AP with its federated rules (lvis-api), APr / APc / APf.")
+
+
+@app.command("ytvis")
+def ytvis(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = DATA_ROOT,
+          split: str = typer.Option("valid", help="Split folder / annotation name."),
+          mode: str = typer.Option("official", help="official (clip inference + MinVIS association) or online."),
+          frames_root: Optional[Path] = typer.Option(None, help="Frame folder when it differs from "
+                                                     "<data_root>/<split>/JPEGImages (e.g. GLEE's *_sub.json splits)."),
+          limit: Optional[int] = LIMIT, json_out: Optional[Path] = JSON_OUT,
+          predictions_out: Optional[Path] = PREDICTIONS_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
+    """YouTube-VIS AP (spatio-temporal mask IoU), every category name as the prompt."""
+    from eval.benchmarks.ytvis import YtvisBenchmark
+
+    _evaluate(lambda: YtvisBenchmark(data_root, split, mode=mode, frames_root=frames_root), model, preset=preset, limit=limit,
+              json_out=json_out, allow_incomplete=allow_incomplete_weights, predictions_out=predictions_out)
+
+
+@app.command("mot")
+def mot(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = DATA_ROOT,
+        split: str = typer.Option("train", help="Split folder: <data_root>/<split>/<SEQ>/."),
+        categories: str = typer.Option("person", help="Comma-separated category names to track."),
+        score_threshold: float = typer.Option(0.2, help="Per-frame detection score threshold."),
+        rules: str = typer.Option("MOT17", help="Official distractor classes of MOT16, MOT17 or MOT20."),
+        limit: Optional[int] = LIMIT, json_out: Optional[Path] = JSON_OUT,
+        predictions_out: Optional[Path] = PREDICTIONS_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
+    """MOTChallenge tracking: HOTA, MOTA, IDF1, ID switches (TrackEval), online tracking."""
+    from eval.benchmarks.mot import MotBenchmark
+
+    names = tuple(c.strip() for c in categories.split(",") if c.strip())
+    _evaluate(lambda: MotBenchmark(data_root, split, categories=names, score_threshold=score_threshold, rules=rules), model,
+              preset=preset, limit=limit, json_out=json_out, allow_incomplete=allow_incomplete_weights,
+              predictions_out=predictions_out)
 
 
 @app.command("shapeworld")
 def shapeworld(
-    model: str = typer.Option("nano", help="Model folder or bundled name."),
-    num_scenes: int = typer.Option(300, min=1, help="Held-out scenes to evaluate."),
-    split: str = typer.Option("test", help="Scene split (test is never used in training)."),
-    seed: int = typer.Option(0, help="Dataset seed."),
-    json_out: Path | None = typer.Option(None, help="Write every number and the settings to this JSON file."),
+    model: str = MODEL, preset: Optional[str] = PRESET,
+    num_scenes: int = typer.Option(150, min=1, help="Held-out scenes (detection, referring, visual prompts)."),
+    num_videos: int = typer.Option(20, min=0, help="Held-out videos for tracking (0: skip)."),
+    split: str = typer.Option("test", help="Split (test is never used in training)."),
+    seed: int = typer.Option(2026, help="Scene seed (2026: the nano model card's)."),
+    video_seed: int = typer.Option(0, help="Video seed (0: the nano model card's)."),
+    json_out: Optional[Path] = JSON_OUT, plot_dir: Optional[Path] = PLOT_DIR,
+    allow_incomplete_weights: bool = ALLOW_INCOMPLETE,
 ) -> None:
-    """Category detection AP, referring Acc@0.5 and visual-prompt accuracy on fresh shapeworld scenes."""
-    from eval.shapeworld import evaluate_shapeworld
-    from glee_core.predictor import GleePredictor
+    """Detection AP, referring Acc@0.5 / cIoU / gIoU, visual prompts and tracking HOTA on fresh shapeworld data."""
+    from eval.shapeworld import ShapeworldBenchmark
+    from eval.shapeworld_video import ShapeworldVideoBenchmark
 
-    scores = evaluate_shapeworld(GleePredictor.from_pretrained(model), num_scenes=num_scenes, split=split, seed=seed)
-    typer.echo(scores.table())
-    if json_out is not None:
-        json_out.write_text(json.dumps({"model": model, "split": split, "seed": seed, **scores.as_dict()}, indent=1))
+    _evaluate(lambda: ShapeworldBenchmark(num_scenes, split=split, seed=seed), model, preset=preset, limit=None,
+              json_out=json_out, allow_incomplete=allow_incomplete_weights, plot_dir=plot_dir)
+    if num_videos:
+        video_json = json_out.with_name(json_out.stem + "_video.json") if json_out is not None else None
+        _evaluate(lambda: ShapeworldVideoBenchmark(num_videos, split=split, seed=video_seed), model, preset=preset,
+                  limit=None, json_out=video_json, allow_incomplete=allow_incomplete_weights)
 
 
 @app.command("shapeworld-video")
 def shapeworld_video(
-    model: str = typer.Option("nano", help="Model folder or bundled name."),
+    model: str = MODEL, preset: Optional[str] = PRESET,
     num_videos: int = typer.Option(20, min=1, help="Held-out videos to evaluate."),
     mode: str = typer.Option("online", help="online or official."),
     score_threshold: float = typer.Option(0.2, help="Per-frame (online) or per-track (official) score threshold "
                                           "(0.2 tracks best with nano: measured 0.1-0.3)."),
     split: str = typer.Option("test", help="Video split (test is never used in training)."),
     seed: int = typer.Option(0, help="Dataset seed."),
-    json_out: Path | None = typer.Option(None, help="Write every number and the settings to this JSON file."),
+    json_out: Optional[Path] = JSON_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE,
 ) -> None:
     """Tracking quality (HOTA, IDF1, MOTA, ID switches) on fresh shapeworld videos."""
-    from eval.shapeworld_video import evaluate_shapeworld_video
-    from glee_core.predictor import GleePredictor
+    from eval.shapeworld_video import ShapeworldVideoBenchmark
 
-    scores = evaluate_shapeworld_video(GleePredictor.from_pretrained(model), num_videos=num_videos, split=split,
-                                       seed=seed, mode=mode, score_threshold=score_threshold)
-    typer.echo(scores.table())
-    if json_out is not None:
-        settings = {"model": model, "split": split, "seed": seed, "mode": mode, "score_threshold": score_threshold}
-        json_out.write_text(json.dumps({**settings, **scores.as_dict()}, indent=1))
+    _evaluate(lambda: ShapeworldVideoBenchmark(num_videos, split=split, seed=seed, mode=mode,
+                                               score_threshold=score_threshold),
+              model, preset=preset, limit=None, json_out=json_out, allow_incomplete=allow_incomplete_weights)
 
 
 @app.command("mllm-shapeworld")
@@ -56,7 +207,7 @@ def mllm_shapeworld(
     num_scenes: int = typer.Option(50, min=1, help="Held-out test scenes."),
     per_kind: int = typer.Option(2, min=1, help="Questions of each kind per scene."),
     seed: int = typer.Option(2026, help="Test-scene seed."),
-    json_out: Path | None = typer.Option(None, help="Write every number and the settings to this JSON file."),
+    json_out: Optional[Path] = JSON_OUT,
 ) -> None:
     """Reasoning gIoU/cIoU, referring gIoU/cIoU, exact [SEG] count on two-mask answers and region-caption accuracy
     of a GLEE-LLM on held-out shapeworld scenes (generated answers, no teacher forcing)."""

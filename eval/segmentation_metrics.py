@@ -35,7 +35,10 @@ class SegmentationScores:
 
     def add(self, prediction: np.ndarray, target: np.ndarray) -> float:
         """Add one query; returns its IoU."""
-        i, u = intersection_union(prediction, target)
+        return self.add_counts(*intersection_union(prediction, target))
+
+    def add_counts(self, i: int, u: int) -> float:
+        """Add one query from its intersection and union (pixels); returns its IoU."""
         iou = 1.0 if u == 0 else i / (u + 1e-5)
         self.ious.append(iou)
         self.intersection += i
@@ -49,6 +52,10 @@ class SegmentationScores:
     @property
     def ciou(self) -> float:
         return self.intersection / self.union if self.union else float("nan")
+
+    def precision_at(self, threshold: float) -> float:
+        """Share of queries whose IoU is >= ``threshold`` (the referring papers' Prec@X)."""
+        return float(np.mean(np.asarray(self.ious) >= threshold)) if self.ious else float("nan")
 
     def __len__(self) -> int:
         return len(self.ious)

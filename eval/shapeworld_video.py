@@ -1,29 +1,53 @@
 """Held-out tracking quality on shapeworld videos (objects move, occlude, enter and leave): HOTA, IDF1, MOTA
-and ID switches (:mod:`eval.tracking_metrics`), class-agnostic, with every shape name as the prompt."""
+and ID switches (:mod:`eval.tracking_metrics`), class-agnostic, with every shape name as the prompt. Videos are
+generated from their index and the seed, so nothing is read from disk."""
 from __future__ import annotations
 
-import numpy as np
-from tqdm.auto import tqdm
+from typing import Any
 
-from eval.tracking_metrics import GroundTruthFrame, TrackingScores, tracking_scores
-from glee_core.predictor import GleePredictor
+import numpy as np
+
+from eval.models import EvalModel
+from eval.runner import Benchmark, EvalResult
+from eval.tracking_metrics import GroundTruthFrame, scores_from_sequences, sequence_data
 from glee_core.structures import Categories
 from train.data.shapeworld import CATEGORY_NAMES, scene_seed
 from train.data.shapeworld.video import generate_video
 
 
-def evaluate_shapeworld_video(predictor: GleePredictor, num_videos: int = 20, split: str = "test", seed: int = 0,
-                              mode: str = "online", score_threshold: float = 0.2,
-                              progress: bool = True) -> TrackingScores:
-    """Track every shape in ``num_videos`` held-out videos and score the tracks against the truth."""
-    prompt = Categories(list(CATEGORY_NAMES))
-    videos = []
-    for index in tqdm(range(num_videos), desc=f"shapeworld videos ({mode})", disable=not progress):
-        video = generate_video(scene_seed(split, index, seed), split=split)
+class ShapeworldVideoBenchmark(Benchmark):
+    """``num_videos`` fresh videos of ``split`` under ``seed``, tracked in ``mode`` (online / official)."""
+
+    def __init__(self, num_videos: int = 20, *, split: str = "test", seed: int = 0, mode: str = "online",
+                 score_threshold: float = 0.2):
+        if num_videos < 1:
+            raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+        self.num_videos, self.split, self.seed = num_videos, split, seed
+        self.mode, self.score_threshold = mode, score_threshold
+        self.name = f"shapeworld videos ({mode})"
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def run_sample(self, model: EvalModel, index: int) -> dict:
+        video = generate_video(scene_seed(self.split, index, self.seed), split=self.split)
         truth = [GroundTruthFrame(ids=np.asarray(f.track_ids, np.int64),
                                   boxes=np.array([o.box for o in f.objects], np.float32).reshape(-1, 4),
                                   masks=np.array([o.mask for o in f.objects], bool).reshape(-1, *f.image.shape[:2]))
                  for f in video.frames]
-        tracks = predictor.track([f.image for f in video.frames], prompt, mode=mode, score_threshold=score_threshold)
-        videos.append((truth, tracks))
-    return tracking_scores(videos)
+        tracks = model.predictor.track([f.image for f in video.frames], Categories(list(CATEGORY_NAMES)),
+                                       mode=self.mode, score_threshold=self.score_threshold)
+        return sequence_data(truth, tracks)
+
+    def score(self, records: list[dict]) -> EvalResult:
+        scores = scores_from_sequences(records)
+        metrics = {"HOTA": scores.hota, "DetA": scores.det_a, "AssA": scores.ass_a, "IDF1": scores.idf1,
+                   "MOTA": scores.mota, "ID switches": float(scores.id_switches)}
+        rows = [(name, int(value) if name == "ID switches" else value) for name, value in metrics.items()]
+        return EvalResult(metrics=metrics, rows=rows,
+                          counts={"videos": len(records), "frames": scores.num_frames,
+                                  "true tracks": scores.num_gt_tracks, "predicted tracks": scores.num_pred_tracks})
+
+    def settings(self) -> dict[str, Any]:
+        return {"num_videos": self.num_videos, "split": self.split, "seed": self.seed, "mode": self.mode,
+                "score_threshold": self.score_threshold, "prompt": list(CATEGORY_NAMES)}

@@ -76,13 +76,18 @@ def sequence_data(truth: Sequence[GroundTruthFrame], tracks: Tracks) -> dict:
 
 def tracking_scores(videos: Sequence[tuple[Sequence[GroundTruthFrame], Tracks]]) -> TrackingScores:
     """HOTA / IDF1 / MOTA over several videos (trackeval's combination across sequences)."""
+    return scores_from_sequences([sequence_data(truth, tracks) for truth, tracks in videos])
+
+
+def scores_from_sequences(sequences: Sequence[dict]) -> TrackingScores:
+    """HOTA / IDF1 / MOTA from :func:`sequence_data` of each video (small, picklable: what processes gather)."""
     from trackeval.metrics import CLEAR, HOTA, Identity
 
-    if not videos:
+    if not sequences:
         raise ValueError("no videos to score")
     metrics = {"HOTA": HOTA({"PRINT_CONFIG": False}), "CLEAR": CLEAR({"PRINT_CONFIG": False}),
                "Identity": Identity({"PRINT_CONFIG": False})}
-    data = {f"video{i}": sequence_data(truth, tracks) for i, (truth, tracks) in enumerate(videos)}
+    data = {f"video{i}": sequence for i, sequence in enumerate(sequences)}
     combined = {}
     for name, metric in metrics.items():
         per_video = {key: metric.eval_sequence(value) for key, value in data.items()}

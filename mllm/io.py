@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from adapters.lora import has_lora, merged_state_dict
-from glee_core.checkpoint import CheckpointError
+from glee_core.checkpoint import CheckpointError, LoadReport
 from glee_core.modeling.glee import GleeModel, bundled_model_dir
 from mllm.config import GleeLLMConfig
 from mllm.modeling import GleeLLM
@@ -69,13 +69,16 @@ def save_gleellm(model: GleeLLM, directory: str | Path, *, save_base_vlm: bool =
 
 
 def load_gleellm(directory: str | Path, *, vlm: str | Path | None = None, glee: str | Path | None = None,
-                 quantization_config: Any = None, device: str | torch.device | None = None) -> GleeLLM:
+                 quantization_config: Any = None, device: str | torch.device | None = None,
+                 strict: bool = True) -> GleeLLM:
     """Load a folder written by :func:`save_gleellm`.
 
     ``vlm`` / ``glee`` override where the base models come from (an id or a local folder); a base VLM whose
     type, hidden size or depth differs from the one the folder was trained on is refused.
     ``quantization_config`` (e.g. :func:`adapters.quantization.quantization_config`) loads the VLM in 4/8 bits.
     ``directory`` may also name a bundled model (``shapeworld-tiny``).
+    With ``strict`` (default) a VLM or GLEE weight missing from its checkpoint (or an unused or mis-shaped
+    entry) raises :class:`CheckpointError`; otherwise ``model.load_report`` records it.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -95,8 +98,11 @@ def load_gleellm(directory: str | Path, *, vlm: str | Path | None = None, glee: 
     kwargs: dict[str, Any] = {}
     if quantization_config is not None:
         kwargs.update(quantization_config=quantization_config, device_map="auto" if torch.cuda.is_available() else "cpu")
-    base = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    base, loading = AutoModelForImageTextToText.from_pretrained(source, output_loading_info=True, **kwargs)
     _check_fingerprint(base, config, source)
+    report = LoadReport(missing=[f"vlm.{k}" for k in loading.get("missing_keys", [])],
+                        unexpected=[f"vlm.{k}" for k in loading.get("unexpected_keys", [])],
+                        mismatched=[(f"vlm.{k}", tuple(a), tuple(b)) for k, a, b in loading.get("mismatched_keys", [])])
     processor = AutoProcessor.from_pretrained(directory / parts["vlm"] if parts.get("vlm") else source)
     token_ids = add_special_tokens(processor.tokenizer, config.num_objects)
     if base.get_input_embeddings().num_embeddings < len(processor.tokenizer):
@@ -109,7 +115,14 @@ def load_gleellm(directory: str | Path, *, vlm: str | Path | None = None, glee: 
     glee_source = glee or (directory / parts["glee"] if parts.get("glee") else config.base_glee)
     if glee_source is None:
         raise CheckpointError(f"{directory} stores no GLEE model and names no base_glee; pass glee=")
-    model = GleeLLM(base, processor, GleeModel.from_pretrained(glee_source), config, token_ids)
+    glee_model = GleeModel.from_pretrained(glee_source, strict=False)
+    for part in ("missing", "unexpected", "mismatched"):
+        getattr(report, part).extend((f"glee.{e}" if isinstance(e, str) else (f"glee.{e[0]}", *e[1:]))
+                                     for e in getattr(glee_model.load_report, part))
+    if strict and not report.ok:
+        raise CheckpointError(f"{directory}: the weights did not all load — {report.summary()}")
+    model = GleeLLM(base, processor, glee_model, config, token_ids)
+    model.load_report = report
     state = load_file(str(directory / PROJECTORS_FILE))
     owned = set(head_state(model))
     if set(state) != owned:

@@ -20,6 +20,7 @@ class Task(str, Enum):
     reasoning = "reasoning"
     conversation = "conversation"
     video = "video"
+    mot = "mot"
 
 
 class Split(str, Enum):
@@ -33,7 +34,7 @@ def shapeworld(
     out_dir: Path = typer.Argument(..., file_okay=False, help="Output folder (created if missing)."),
     task: Task = typer.Option(..., help="Which official format to write."),
     split: Split = typer.Option(Split.train, help="Scene split; splits never share a scene."),
-    n: int = typer.Option(100, "--n", min=1, help="Number of scenes (videos for --task video)."),
+    n: int = typer.Option(100, "--n", min=1, help="Number of scenes (videos for --task video and mot)."),
     seed: int = typer.Option(0, min=0, help="Dataset seed: same arguments give byte-identical files."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -41,7 +42,7 @@ def shapeworld(
     from train.data.shapeworld.export import write_shapeworld
 
     path = write_shapeworld(out_dir, task.value, split.value, n, seed, progress=progress)
-    unit = "videos" if task is Task.video else "scenes"
+    unit = "videos" if task in (Task.video, Task.mot) else "scenes"
     typer.echo(f"wrote {n} {split.value} {unit} of shapeworld {task.value} (seed {seed}) to {path}")
 
 

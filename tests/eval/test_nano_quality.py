@@ -27,18 +27,18 @@ VISUAL_POINT_ACC = 0.840 - TOLERANCE
 @pytest.fixture(scope="module")
 def scores():
     return evaluate_shapeworld(GleePredictor.from_pretrained("nano"), num_scenes=NUM_SCENES, seed=HELD_OUT_SEED,
-                               progress=False)
+                               progress=False).metrics
 
 
 def test_category_detection(scores):
-    assert scores.box_ap50 >= BOX_AP50, scores.table()
-    assert scores.mask_ap50 >= MASK_AP50, scores.table()
+    assert scores["box AP50"] >= BOX_AP50, scores
+    assert scores["mask AP50"] >= MASK_AP50, scores
 
 
 def test_referring(scores):
-    assert scores.refer_acc50 >= REFER_ACC50, scores.table()
+    assert scores["referring Acc@0.5"] >= REFER_ACC50, scores
 
 
 def test_visual_prompts(scores):
-    assert scores.visual_box_acc >= VISUAL_BOX_ACC, scores.table()
-    assert scores.visual_point_acc >= VISUAL_POINT_ACC, scores.table()
+    assert scores["visual prompt (box) acc"] >= VISUAL_BOX_ACC, scores
+    assert scores["visual prompt (point) acc"] >= VISUAL_POINT_ACC, scores

@@ -7,7 +7,7 @@ import pytest
 from eval.shapeworld import evaluate_shapeworld
 from glee_core.mask_ops import masks_to_boxes
 from glee_core.structures import Categories, Detections, Expression
-from train.data.shapeworld import generate_scene, referring_expressions, scene_seed
+from train.data.shapeworld import CATEGORY_NAMES, generate_scene, referring_expressions, scene_seed
 
 NUM_SCENES = 6
 
@@ -45,17 +45,21 @@ class Oracle:
 
 
 def test_oracle_scores_one():
-    scores = evaluate_shapeworld(Oracle(), num_scenes=NUM_SCENES, progress=False)
-    assert scores.box_ap50 == pytest.approx(1.0) and scores.mask_ap50 == pytest.approx(1.0)
-    assert scores.box_ap == pytest.approx(1.0) and scores.mask_ap == pytest.approx(1.0)
-    assert scores.refer_acc50 == 1.0 and scores.visual_box_acc == 1.0 and scores.visual_point_acc == 1.0
-    assert scores.num_scenes == NUM_SCENES and scores.num_prompts == 2 * NUM_SCENES
-    assert "referring Acc@0.5" in scores.table()
+    result = evaluate_shapeworld(Oracle(), num_scenes=NUM_SCENES, seed=0, progress=False)
+    metrics = result.metrics
+    assert metrics["box AP50"] == pytest.approx(1.0) and metrics["mask AP50"] == pytest.approx(1.0)
+    assert metrics["box AP"] == pytest.approx(1.0) and metrics["mask AP"] == pytest.approx(1.0)
+    assert metrics["referring Acc@0.5"] == 1.0 and metrics["referring cIoU"] == pytest.approx(1.0)
+    assert metrics["visual prompt (box) acc"] == 1.0 and metrics["visual prompt (point) acc"] == 1.0
+    assert result.counts == {"scenes": NUM_SCENES, "expressions": NUM_SCENES, "visual prompts": 2 * NUM_SCENES}
+    assert set(result.per_category) <= set(CATEGORY_NAMES) and all(v == pytest.approx(1.0)
+                                                                   for v in result.per_category.values())
 
 
 def test_wrong_answers_score_zero():
-    scores = evaluate_shapeworld(Oracle(wrong=True), num_scenes=NUM_SCENES, progress=False)
-    assert scores.mask_ap50 < 0.05 and scores.refer_acc50 == 0.0 and scores.visual_point_acc == 0.0
+    metrics = evaluate_shapeworld(Oracle(wrong=True), num_scenes=NUM_SCENES, seed=0, progress=False).metrics
+    assert metrics["mask AP50"] < 0.05 and metrics["referring Acc@0.5"] == 0.0
+    assert metrics["visual prompt (point) acc"] == 0.0 and metrics["referring gIoU"] < 0.05
 
 
 def test_rejects_no_scenes():

@@ -8,7 +8,9 @@ import json
 
 from typer.testing import CliRunner
 
-from eval.shapeworld_video import evaluate_shapeworld_video
+from eval.models import EvalModel
+from eval.runner import run_benchmark
+from eval.shapeworld_video import ShapeworldVideoBenchmark
 from gleekit.cli import app
 from glee_core.predictor import GleePredictor
 
@@ -17,11 +19,12 @@ MEASURED = {"hota": 0.658, "idf1": 0.807}  # 3 test videos, seed 0, online, scor
 
 
 def test_nano_tracks_held_out_videos():
-    scores = evaluate_shapeworld_video(GleePredictor.from_pretrained("nano"), num_videos=3, score_threshold=0.2,
-                                       progress=False)
-    assert scores.num_frames == 36 and scores.num_gt_tracks > 0
-    assert scores.hota >= MEASURED["hota"] - TOLERANCE and scores.idf1 >= MEASURED["idf1"] - TOLERANCE
-    assert 0 <= scores.det_a <= 1 and 0 <= scores.ass_a <= 1 and scores.id_switches >= 0
+    _, result = run_benchmark(ShapeworldVideoBenchmark(3, score_threshold=0.2),
+                              EvalModel.wrap(GleePredictor.from_pretrained("nano")), progress=False)
+    scores = result.metrics
+    assert result.counts["frames"] == 36 and result.counts["true tracks"] > 0
+    assert scores["HOTA"] >= MEASURED["hota"] - TOLERANCE and scores["IDF1"] >= MEASURED["idf1"] - TOLERANCE
+    assert 0 <= scores["DetA"] <= 1 and 0 <= scores["AssA"] <= 1 and scores["ID switches"] >= 0
 
 
 def test_eval_command_writes_json(tmp_path):
@@ -29,5 +32,5 @@ def test_eval_command_writes_json(tmp_path):
     result = CliRunner().invoke(app, ["eval", "shapeworld-video", "--num-videos", "1", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["mode"] == "online" and data["num_frames"] == 12 and 0 <= data["hota"] <= 1
+    assert data["settings"]["mode"] == "online" and data["counts"]["frames"] == 12 and 0 <= data["metrics"]["HOTA"] <= 1
     assert "HOTA" in result.output and "IDF1" in result.output

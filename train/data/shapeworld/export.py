@@ -18,6 +18,9 @@ Layouts under ``out_dir`` (images are lossless PNG; image ids never collide acro
   and positions answered from the scene.
 * ``video``        → ``<split>/instances.json`` + ``<split>/JPEGImages/<video>/<5-digit frame>.png`` (YouTube-VIS 2021
   layout; segmentations are uncompressed RLE as in the official ground truth, ``null`` where a track is absent).
+* ``mot``          → ``<split>/shapeworld-<split>-<6-digit index>/{seqinfo.ini, img1/000001.png ..., gt/gt.txt}``
+  (MOTChallenge, :mod:`train.data.mot_format`): every visible object with conf 1, class 1 (pedestrian) and
+  visibility 1; its id is the video's track id + 1 (MOTChallenge ids start at 1); nominal frame rate 10.
 
 Everything is deterministic: same arguments → byte-identical json and PNG files.
 """
@@ -34,6 +37,7 @@ from tqdm import tqdm
 
 from glee_core.mask_ops import encode_rle
 from train.data.masks import mask_to_polygons, uncompressed_rle
+from train.data.mot_format import SeqInfo, write_gt, write_seqinfo
 from train.data.readers.safe_pickle import load_pickle_safely
 from train.data.shapeworld.reasoning import reasoning_queries
 from train.data.shapeworld.referring import referring_expressions
@@ -41,10 +45,11 @@ from train.data.shapeworld.scene import SPLITS, Scene, SceneObject, generate_sce
 from train.data.shapeworld.video import generate_video
 from train.data.shapeworld.vocab import CATEGORY_NAMES
 
-TASKS = ("detection", "referring", "reasoning", "conversation", "video")
+TASKS = ("detection", "referring", "reasoning", "conversation", "video", "mot")
 ID_STRIDE = 10**9  # image / video ids of split s are s * ID_STRIDE + 1 ...
 OBJECT_STRIDE = 1000  # annotation id = image_id * OBJECT_STRIDE + object index + 1
 MAX_QUERIES_PER_SCENE = 4
+MOT_FRAME_RATE = 10  # nominal: shapeworld frames have no time base
 QUESTIONS_PER_CONVERSATION = 3
 IMAGE_TOKEN = "<image>"
 _SALT = {task: i for i, task in enumerate(TASKS)}  # per-task rng stream on top of the scene seed
@@ -289,12 +294,29 @@ def _write_video(out: Path, split: str, n: int, seed: int, bar: tqdm) -> Path:
     return path
 
 
+def _write_mot(out: Path, split: str, n: int, seed: int, bar: tqdm) -> Path:
+    folder = out / split
+    for index in range(n):
+        video = generate_video(scene_seed(split, index, seed), split=split)
+        height, width = video.frames[0].image.shape[:2]
+        name = f"shapeworld-{split}-{index:06d}"
+        info = SeqInfo(folder / name, name, "img1", MOT_FRAME_RATE, len(video.frames), width, height, ".png")
+        for t, frame in enumerate(video.frames, start=1):
+            _save_png(frame.image, info.frame_path(t))
+        write_gt(info.gt_path, [np.asarray(frame.track_ids, np.int64) + 1 for frame in video.frames],
+                 [np.array([o.box for o in frame.objects], np.float32).reshape(-1, 4) for frame in video.frames])
+        write_seqinfo(info)
+        bar.update(1)
+    return folder
+
+
 _WRITERS: dict[str, Callable[[Path, str, int, int, tqdm], Path]] = {
     "detection": _write_detection,
     "referring": _write_referring,
     "reasoning": _write_reasoning,
     "conversation": _write_conversation,
     "video": _write_video,
+    "mot": _write_mot,
 }
 
 
@@ -311,6 +333,6 @@ def write_shapeworld(out_dir: str | Path, task: str, split: str, n: int, seed: i
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     out = Path(out_dir)
-    with tqdm(total=n, desc=f"shapeworld {task} {split}", unit="video" if task == "video" else "scene",
+    with tqdm(total=n, desc=f"shapeworld {task} {split}", unit="video" if task in ("video", "mot") else "scene",
               disable=not progress) as bar:
         return _WRITERS[task](out, split, n, seed, bar)

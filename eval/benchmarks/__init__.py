@@ -1,0 +1,1 @@
+"""Benchmarks in their official formats, one module each; every one is an :class:`eval.runner.Benchmark`."""

@@ -1,0 +1,121 @@
+"""The model a benchmark runs — a GLEE predictor or a GLEE-LLM — with its identity and load report.
+
+Evaluation refuses a model whose weights did not all load (missing, unexpected or mis-shaped checkpoint
+entries, or no checkpoint at all): numbers from half-random weights are the classic way wrong results get
+published. ``allow_incomplete=True`` evaluates anyway and the report says so loudly.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glee_core.checkpoint import CheckpointError, LoadReport
+
+INCOMPLETE_FLAG = "--allow-incomplete-weights"
+# LISA's fixed validation prompts (LISA.md §11): short phrases and long sentences.
+SHORT_QUESTION = "What is {} in this image? Please output segmentation mask."
+LONG_QUESTION = "{} Please output segmentation mask."
+
+
+class IncompleteWeightsError(CheckpointError):
+    """The model's checkpoint did not provide every weight."""
+
+
+@dataclass
+class EvalModel:
+    """``kind`` is ``"glee"`` (``model`` a :class:`GleePredictor`) or ``"mllm"`` (``model`` a ``GleeLLM``).
+    ``sha256`` hashes the weight files (hex); ``load_summary`` says what the load left out."""
+
+    kind: str
+    model: Any
+    source: str
+    sha256: str
+    complete: bool
+    load_summary: str
+
+    @classmethod
+    def wrap(cls, model: Any, source: str = "in-memory model") -> "EvalModel":
+        """An already loaded predictor (anything with ``predict``) or GLEE-LLM (with ``generate``); no file hash."""
+        return cls("mllm" if hasattr(model, "generate") else "glee", model, source, "", True, "loaded by the caller")
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "sha256": self.sha256, "weights_complete": self.complete,
+                "load_summary": self.load_summary}
+
+    def refer(self, image: np.ndarray, text: str, *, sentence: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
+        """The object ``text`` describes in ``image`` (uint8 [H, W, 3]): (box [4] xyxy pixels or None, bool mask
+        [H, W]). GLEE: its top-scoring referring result. GLEE-LLM: the answer to LISA's validation question
+        (``LONG_QUESTION`` when ``sentence`` else ``SHORT_QUESTION``); the mask unites every ``[SEG]``'s mask, the
+        box is the first one's; no ``[SEG]`` -> (None, empty mask)."""
+        from glee_core.structures import Expression
+
+        empty = np.zeros(image.shape[:2], bool)
+        if self.kind == "glee":
+            found = self.model.predict(image, Expression(text), topk=1)
+            return (found.boxes[0], found.masks[0]) if len(found) else (None, empty)
+        answer = self.model.generate(image, (LONG_QUESTION if sentence else SHORT_QUESTION).format(text))
+        masks = [d for d in answer.masks if len(d)]
+        if not masks:
+            return None, empty
+        return masks[0].boxes[0], np.logical_or.reduce([d.masks[0] for d in masks])
+
+    @property
+    def predictor(self):
+        """The GLEE predictor (of the GLEE-LLM's GLEE for ``mllm``)."""
+        if self.kind == "glee":
+            return self.model
+        from glee_core.predictor import GleePredictor
+
+        return GleePredictor(self.model.glee)
+
+
+def weights_sha256(paths: list[Path]) -> str:
+    """sha256 over the bytes of ``paths`` in sorted order (folders: every file in them)."""
+    digest = hashlib.sha256()
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    for file in files:
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(report: LoadReport | None, source: str, allow_incomplete: bool) -> tuple[bool, str]:
+    complete = report is not None and report.ok
+    summary = "random weights (no checkpoint)" if report is None else report.summary()
+    if not complete and not allow_incomplete:
+        raise IncompleteWeightsError(f"refusing to evaluate {source}: its weights did not all load ({summary}). "
+                                     f"Fix the checkpoint, or pass {INCOMPLETE_FLAG} to evaluate anyway "
+                                     "(the results will be marked INCOMPLETE WEIGHTS)")
+    return complete, summary
+
+
+def load_eval_model(source: str | Path, *, preset: str | None = None, allow_incomplete: bool = False,
+                    device: str | None = None) -> EvalModel:
+    """Load ``source``: a GLEE-LLM folder (with ``gleellm.json``) or bundled name, a GLEE model folder / bundled
+    name, or an official GLEE checkpoint file with ``preset``. Raises :class:`IncompleteWeightsError` unless every
+    weight loaded or ``allow_incomplete``."""
+    from glee_core.modeling.glee import GleeModel, bundled_model_dir
+    from glee_core.predictor import GleePredictor
+
+    name = str(source)
+    try:
+        from mllm.io import CONFIG_FILE, load_gleellm, resolve_model_dir
+
+        mllm_dir = resolve_model_dir(name)
+        is_mllm = (mllm_dir / CONFIG_FILE).is_file()
+    except ImportError:  # gleekit[mllm] not installed: only GLEE models
+        is_mllm = False
+    if is_mllm:
+        model = load_gleellm(mllm_dir, strict=False)
+        complete, summary = _check(model.load_report, name, allow_incomplete)
+        return EvalModel("mllm", model, name, weights_sha256([mllm_dir]), complete, summary)
+    path = Path(name)
+    folder = path if path.exists() else bundled_model_dir(name)
+    glee = GleeModel.from_pretrained(name, preset=preset, strict=False)
+    complete, summary = _check(glee.load_report, name, allow_incomplete)
+    return EvalModel("glee", GleePredictor(glee, device=device), name, weights_sha256([folder]), complete, summary)

@@ -1,0 +1,178 @@
+"""YouTube-VIS track AP as the official ``YTVOSeval`` computes it (DATA_FORMATS.md §7).
+
+A predicted track and a ground-truth track are compared by their spatio-temporal IoU
+``Σ_t |P_t ∩ G_t| / Σ_t |P_t ∪ G_t|`` over the video's frames (a frame where one side is absent adds only the
+other side's area to the union). Everything else is pycocotools' COCO protocol with videos in place of images:
+greedy matching per (video, category) in decreasing score, crowd tracks ignored, 101-point interpolated AP over
+IoU 0.50:0.05:0.95, at most 100 tracks per video (AR1 / AR10 keep 1 / 10). Size bins use each track's mean
+non-empty frame area (small < 128², medium < 256², large above). A metric is NaN where it is undefined
+(pycocotools prints -1): no ground truth in that size bin.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.cocoeval import COCOeval
+
+METRICS = ("AP", "AP50", "AP75", "AR1", "AR10", "APs", "APm", "APl")  # the VIS papers' order, size bins last
+AREA_RANGES = [[0, 1e5**2], [0, 128**2], [128**2, 256**2], [256**2, 1e5**2]]  # all, small, medium, large (px²)
+_STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR1": 6, "AR10": 7}  # COCOeval.stats
+
+RLE = dict[str, Any]
+
+
+@dataclass
+class YtvisScores:
+    """``metrics``: :data:`METRICS` in order (NaN where undefined); ``per_category``: AP (IoU 0.50:0.95) per
+    category name, for the categories with ground truth."""
+
+    metrics: dict[str, float]
+    per_category: dict[str, float]
+    num_videos: int
+    num_gt_tracks: int
+    num_results: int
+
+
+def track_iou(pred: Sequence[RLE | None], gt: Sequence[RLE | None]) -> float:
+    """Spatio-temporal IoU of two tracks given as one compressed RLE (or None when absent) per frame; 0 when both
+    are empty in every frame."""
+    if len(pred) != len(gt):
+        raise ValueError(f"the tracks have {len(pred)} and {len(gt)} frames")
+    intersection = union = 0.0
+    for p, g in zip(pred, gt):
+        if p and g:
+            both = float(mask_utils.area(mask_utils.merge([p, g], intersect=True)))
+            intersection += both
+            union += float(mask_utils.area(p)) + float(mask_utils.area(g)) - both
+        elif p or g:
+            union += float(mask_utils.area(p or g))
+    return intersection / union if union else 0.0
+
+
+def _mean_area(areas: Sequence[float | None]) -> float:
+    """Mean of the present, non-zero frame areas (px²); 0 when there are none (YTVOS's ``avg_area``)."""
+    present = [a for a in areas if a]
+    return float(np.mean(present)) if present else 0.0
+
+
+def _gt_frame_rle(segmentation: Any, height: int, width: int) -> RLE | None:
+    """One ground-truth frame (polygons, uncompressed or compressed RLE; null / empty = absent) → compressed RLE."""
+    if not segmentation:
+        return None
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
+def _gt_tracks(gt: dict, videos: dict[int, dict]) -> list[dict]:
+    tracks = []
+    for index, ann in enumerate(gt["annotations"]):
+        video = videos[ann["video_id"]]
+        rles = [_gt_frame_rle(s, video["height"], video["width"]) for s in ann["segmentations"]]
+        areas = ann.get("areas") or [float(mask_utils.area(r)) if r else None for r in rles]
+        crowd = bool(ann.get("iscrowd", 0))
+        tracks.append({"id": index + 1, "video_id": ann["video_id"], "category_id": ann["category_id"],
+                       "segmentations": rles, "area": _mean_area(areas), "iscrowd": int(crowd), "ignore": crowd})
+    return tracks
+
+
+def _check_results(results: list[dict], videos: dict[int, dict], category_ids: set[int]) -> None:
+    """Raise ValueError naming the first result that the official server would reject or misread."""
+    for index, result in enumerate(results):
+        where = f"result {index}"
+        missing = [k for k in ("video_id", "category_id", "score", "segmentations") if k not in result]
+        if missing:
+            raise ValueError(f"{where}: missing {missing}; a YouTube-VIS result has video_id, category_id, score "
+                             "and segmentations")
+        video = videos.get(result["video_id"])
+        if video is None:
+            raise ValueError(f"{where}: video_id {result['video_id']!r} is not a video of the ground truth")
+        if result["category_id"] not in category_ids:
+            raise ValueError(f"{where}: category_id {result['category_id']!r} is not a ground-truth category "
+                             f"{sorted(category_ids)}")
+        score = result["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"{where}: score must be a finite number, got {score!r}")
+        segmentations = result["segmentations"]
+        if not isinstance(segmentations, list) or len(segmentations) != video["length"]:
+            count = len(segmentations) if isinstance(segmentations, list) else type(segmentations).__name__
+            raise ValueError(f"{where}: segmentations must list one entry per frame; got {count}, video "
+                             f"{video['id']} has {video['length']} frames")
+        size = [video["height"], video["width"]]
+        for t, rle in enumerate(segmentations):
+            if not rle:
+                continue
+            if not isinstance(rle, dict) or not isinstance(rle.get("counts"), (str, bytes)):
+                raise ValueError(f"{where}: frame {t} must be null or a compressed RLE "
+                                 "{'size': [h, w], 'counts': str}")
+            if list(rle.get("size", [])) != size:
+                raise ValueError(f"{where}: frame {t} RLE size {rle.get('size')} differs from video {video['id']}'s "
+                                 f"size {size} (masks must have the video's original size)")
+
+
+class _VideoEval(COCOeval):
+    """pycocotools' ``COCOeval`` with videos as its images: tracks are matched by :func:`track_iou` and binned
+    by their mean area; matching, accumulation and summary are pycocotools' own."""
+
+    def __init__(self, gt_tracks: list[dict], dt_tracks: list[dict], video_ids: list[int], category_ids: list[int]):
+        super().__init__(iouType="segm")
+        self.params.imgIds = video_ids
+        self.params.catIds = category_ids
+        self.params.areaRng = AREA_RANGES
+        self._tracks = gt_tracks, dt_tracks
+
+    def _prepare(self) -> None:
+        self._gts, self._dts = defaultdict(list), defaultdict(list)
+        for store, tracks in zip((self._gts, self._dts), self._tracks):
+            for track in tracks:
+                store[track["video_id"], track["category_id"]].append(dict(track))
+        self.evalImgs = defaultdict(list)
+        self.eval = {}
+
+    def computeIoU(self, video_id: int, category_id: int) -> np.ndarray:  # noqa: N802 (pycocotools' name)
+        gt = self._gts[video_id, category_id]
+        dt = sorted(self._dts[video_id, category_id], key=lambda d: -d["score"])[: self.params.maxDets[-1]]
+        ious = np.zeros((len(dt), len(gt)))
+        for i, j in np.ndindex(ious.shape):
+            ious[i, j] = track_iou(dt[i]["segmentations"], gt[j]["segmentations"])
+        return ious
+
+
+def ytvis_scores(gt: dict, results: list[dict]) -> YtvisScores:
+    """Score YouTube-VIS ``results`` (the submission list: ``video_id``, ``category_id``, ``score``,
+    ``segmentations`` = compressed RLE or null per frame) against ``gt`` (the annotation json as a dict)."""
+    if not gt.get("videos") or not gt.get("annotations"):
+        raise ValueError("the ground truth has no videos or no annotations: YouTube-VIS valid/test are scored on the "
+                         "CodaLab server; evaluate locally on a split with annotations (e.g. instances_val_sub.json)")
+    videos = {video["id"]: video for video in gt["videos"]}
+    names = {category["id"]: category["name"] for category in gt["categories"]}
+    _check_results(results, videos, set(names))
+    gt_tracks = _gt_tracks(gt, videos)
+    dt_tracks = [{"id": index + 1, "video_id": r["video_id"], "category_id": r["category_id"], "score": r["score"],
+                  "segmentations": r["segmentations"],
+                  "area": _mean_area([float(mask_utils.area(s)) if s else None for s in r["segmentations"]])}
+                 for index, r in enumerate(results)]
+    evaluator = _VideoEval(gt_tracks, dt_tracks, sorted(videos), sorted(names))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = {name: float(evaluator.stats[i]) for name, i in _STATS_INDEX.items()}
+    metrics = {name: stats[name] if stats[name] >= 0 else float("nan") for name in METRICS}
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [IoU, recall, category] at area "all", 100 dets
+    per_category = {}
+    for k, category_id in enumerate(evaluator.params.catIds):
+        defined = precision[:, :, k][precision[:, :, k] > -1]
+        if defined.size:
+            per_category[names[category_id]] = float(defined.mean())
+    return YtvisScores(metrics, per_category, len(videos), len(gt_tracks), len(results))
