@@ -24,17 +24,21 @@ PREDICTIONS_OUT = typer.Option(None, help="Write the predictions in the official
                                 "COCO / LVIS, a folder for YouTube-VIS and MOT), also for splits without public "
                                 "ground truth.")
 PLOT_DIR = typer.Option(None, help="Write plots (per-category AP, PR curve) as PNG into this folder.")
+PREDICTIONS = typer.Option(None, help="Score this predictions file (official submission format) instead of "
+                            "running a model.")
+BATCH_SIZE = typer.Option(1, min=1, help="Images per model call.")
 ALLOW_INCOMPLETE = typer.Option(False, "--allow-incomplete-weights",
                                 help="Evaluate even if some weights did not load (the report says so loudly).")
 
 
 def _evaluate(make: Callable[[], object], model: str, *, preset: Optional[str], limit: Optional[int],
               json_out: Optional[Path], allow_incomplete: bool, predictions_out: Optional[Path] = None,
-              plot_dir: Optional[Path] = None) -> None:
-    """Build the benchmark, load the model, run, report (on the main process only)."""
+              plot_dir: Optional[Path] = None, predictions: Optional[Path] = None, batch_size: int = 1) -> None:
+    """Build the benchmark, load the model (or read ``predictions``), run, report (on the main process only)."""
     from rich.console import Console
 
-    from eval.models import load_eval_model
+    from eval.models import EvalModel, load_eval_model
+    from eval.predictions import load_results
     from eval.report import EvalReport
     from eval.runner import collect_records
     from glee_core.checkpoint import CheckpointError
@@ -42,13 +46,18 @@ def _evaluate(make: Callable[[], object], model: str, *, preset: Optional[str], 
     console = Console()
     try:
         benchmark = make()
-        evaluated = load_eval_model(model, preset=preset, allow_incomplete=allow_incomplete)
+        if predictions is not None:
+            evaluated = EvalModel.from_predictions(predictions)
+            records = benchmark.records_from_predictions(load_results(predictions))[:limit]
+        else:
+            evaluated = load_eval_model(model, preset=preset, allow_incomplete=allow_incomplete)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
-    records = collect_records(benchmark, evaluated, limit=limit)
-    if records is None:  # not the main process
-        return
+    if predictions is None:
+        records = collect_records(benchmark, evaluated, limit=limit, batch_size=batch_size)
+        if records is None:  # not the main process
+            return
     if predictions_out is not None:  # before scoring: server-scored splits have no ground truth here
         written = benchmark.write_predictions(records, predictions_out)
         console.print(f"predictions: {written}" if written else "this benchmark has no submission format")
@@ -109,13 +118,15 @@ def _detection_command(name: str, default_split: str, split_help: str, doc: str)
     def command(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = DATA_ROOT,
                 split: str = typer.Option(default_split, help=split_help), limit: Optional[int] = LIMIT,
                 json_out: Optional[Path] = JSON_OUT, predictions_out: Optional[Path] = PREDICTIONS_OUT,
-                plot_dir: Optional[Path] = PLOT_DIR, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
+                plot_dir: Optional[Path] = PLOT_DIR, predictions: Optional[Path] = PREDICTIONS,
+                batch_size: int = BATCH_SIZE, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
         from eval.benchmarks.coco import CocoBenchmark
         from eval.benchmarks.lvis import LvisBenchmark
 
         benchmark = {"coco": CocoBenchmark, "lvis": LvisBenchmark}[name]
         _evaluate(lambda: benchmark(data_root, split), model, preset=preset, limit=limit, json_out=json_out,
-                  allow_incomplete=allow_incomplete_weights, predictions_out=predictions_out, plot_dir=plot_dir)
+                  allow_incomplete=allow_incomplete_weights, predictions_out=predictions_out, plot_dir=plot_dir,
+                  predictions=predictions, batch_size=batch_size)
 
     command.__doc__ = doc
     app.command(name)(command)
@@ -134,12 +145,14 @@ def ytvis(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = 
           frames_root: Optional[Path] = typer.Option(None, help="Frame folder when it differs from "
                                                      "<data_root>/<split>/JPEGImages (e.g. GLEE's *_sub.json splits)."),
           limit: Optional[int] = LIMIT, json_out: Optional[Path] = JSON_OUT,
-          predictions_out: Optional[Path] = PREDICTIONS_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
+          predictions_out: Optional[Path] = PREDICTIONS_OUT, predictions: Optional[Path] = PREDICTIONS,
+          allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
     """YouTube-VIS AP (spatio-temporal mask IoU), every category name as the prompt."""
     from eval.benchmarks.ytvis import YtvisBenchmark
 
     _evaluate(lambda: YtvisBenchmark(data_root, split, mode=mode, frames_root=frames_root), model, preset=preset, limit=limit,
-              json_out=json_out, allow_incomplete=allow_incomplete_weights, predictions_out=predictions_out)
+              json_out=json_out, allow_incomplete=allow_incomplete_weights, predictions_out=predictions_out,
+              predictions=predictions)
 
 
 @app.command("mot")

@@ -28,7 +28,8 @@ class IncompleteWeightsError(CheckpointError):
 @dataclass
 class EvalModel:
     """``kind`` is ``"glee"`` (``model`` a :class:`GleePredictor`) or ``"mllm"`` (``model`` a ``GleeLLM``).
-    ``sha256`` hashes the weight files (hex); ``load_summary`` says what the load left out."""
+    ``sha256`` hashes the weight files (hex); ``load_summary`` says what the load left out. A predictions file
+    scored on its own is ``kind`` ``"predictions"`` with ``model`` None and the file's hash."""
 
     kind: str
     model: Any
@@ -41,6 +42,11 @@ class EvalModel:
     def wrap(cls, model: Any, source: str = "in-memory model") -> "EvalModel":
         """An already loaded predictor (anything with ``predict``) or GLEE-LLM (with ``generate``); no file hash."""
         return cls("mllm" if hasattr(model, "generate") else "glee", model, source, "", True, "loaded by the caller")
+
+    @classmethod
+    def from_predictions(cls, path: Path) -> "EvalModel":
+        """Stand-in for a predictions file scored without running a model (``kind`` "predictions")."""
+        return cls("predictions", None, str(path), weights_sha256([Path(path)]), True, "scored from a predictions file")
 
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "sha256": self.sha256, "weights_complete": self.complete,

@@ -45,6 +45,15 @@ class Benchmark(ABC):
     def run_sample(self, model: EvalModel, index: int) -> Any:
         """Predict sample ``index`` and return a small picklable record."""
 
+    def run_batch(self, model: EvalModel, indices: list[int]) -> list[Any]:
+        """Records of several samples; benchmarks whose model call takes a batch (images) override this."""
+        return [self.run_sample(model, index) for index in indices]
+
+    def records_from_predictions(self, predictions: Any) -> list[Any]:
+        """Records from a predictions file's content (official submission format), so results made elsewhere are
+        scored by the same code; benchmarks without a submission format refuse."""
+        raise ValueError(f"{self.name} has no submission format to score predictions from")
+
     @abstractmethod
     def score(self, records: list[Any]) -> EvalResult:
         """Scores of the records of samples ``0..len(records)-1`` (in sample order)."""
@@ -71,18 +80,24 @@ def _distributed():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def collect_records(benchmark: Benchmark, model: EvalModel, *, limit: int | None = None,
+def collect_records(benchmark: Benchmark, model: EvalModel, *, limit: int | None = None, batch_size: int = 1,
                     progress: bool = True) -> list[Any] | None:
-    """Run ``model`` on the first ``limit`` samples (all when None): their records in sample order on the main
-    process, None on the others (under ``accelerate launch``)."""
+    """Run ``model`` on the first ``limit`` samples (all when None), ``batch_size`` at a time: their records in
+    sample order on the main process, None on the others (under ``accelerate launch``)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     total = len(benchmark) if limit is None else min(limit, len(benchmark))
     if total == 0:
         raise ValueError(f"{benchmark.name}: no samples to evaluate (the split is empty or --limit is 0)")
     state = _distributed()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    mine = range(rank, total, world)
-    local = [(index, benchmark.run_sample(model, index))
-             for index in tqdm(mine, desc=benchmark.name, disable=not progress or rank != 0)]
+    mine = list(range(rank, total, world))
+    local = []
+    with tqdm(total=len(mine), desc=benchmark.name, disable=not progress or rank != 0) as bar:
+        for start in range(0, len(mine), batch_size):
+            indices = mine[start:start + batch_size]
+            local.extend(zip(indices, benchmark.run_batch(model, indices)))
+            bar.update(len(indices))
     if state is not None:
         from accelerate.utils import gather_object
 
@@ -92,8 +107,8 @@ def collect_records(benchmark: Benchmark, model: EvalModel, *, limit: int | None
     return [record for _, record in sorted(local, key=lambda item: item[0])]
 
 
-def run_benchmark(benchmark: Benchmark, model: EvalModel, *, limit: int | None = None,
+def run_benchmark(benchmark: Benchmark, model: EvalModel, *, limit: int | None = None, batch_size: int = 1,
                   progress: bool = True) -> tuple[list[Any], EvalResult] | None:
     """:func:`collect_records` then score: ``(records, result)`` on the main process, None on the others."""
-    records = collect_records(benchmark, model, limit=limit, progress=progress)
+    records = collect_records(benchmark, model, limit=limit, batch_size=batch_size, progress=progress)
     return None if records is None else (records, benchmark.score(records))

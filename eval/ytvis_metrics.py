@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
+from eval.predictions import PredictionError, id_problem, rle_problem, score_problem
+
+RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10", "APs", "APm", "APl")  # the VIS papers' order, size bins last
 AREA_RANGES = [[0, 1e5**2], [0, 128**2], [128**2, 256**2], [256**2, 1e5**2]]  # all, small, medium, large (px²)
 _STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR1": 6, "AR10": 7}  # COCOeval.stats
@@ -86,38 +88,40 @@ def _gt_tracks(gt: dict, videos: dict[int, dict]) -> list[dict]:
     return tracks
 
 
-def _check_results(results: list[dict], videos: dict[int, dict], category_ids: set[int]) -> None:
-    """Raise ValueError naming the first result that the official server would reject or misread."""
+def check_ytvis_results(results: Any, gt: dict) -> None:
+    """Raise :class:`eval.predictions.PredictionError` naming the first result the official server would reject
+    or misread (the field checks are :mod:`eval.predictions`' own)."""
+    if not isinstance(results, list):
+        raise PredictionError(f"YouTube-VIS results must be a list of dicts, got {type(results).__name__}")
+    videos = {video["id"]: video for video in gt["videos"]}
+    category_ids = {category["id"] for category in gt["categories"]}
     for index, result in enumerate(results):
-        where = f"result {index}"
-        missing = [k for k in ("video_id", "category_id", "score", "segmentations") if k not in result]
-        if missing:
-            raise ValueError(f"{where}: missing {missing}; a YouTube-VIS result has video_id, category_id, score "
-                             "and segmentations")
-        video = videos.get(result["video_id"])
-        if video is None:
-            raise ValueError(f"{where}: video_id {result['video_id']!r} is not a video of the ground truth")
-        if result["category_id"] not in category_ids:
-            raise ValueError(f"{where}: category_id {result['category_id']!r} is not a ground-truth category "
-                             f"{sorted(category_ids)}")
-        score = result["score"]
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise ValueError(f"{where}: score must be a finite number, got {score!r}")
-        segmentations = result["segmentations"]
-        if not isinstance(segmentations, list) or len(segmentations) != video["length"]:
-            count = len(segmentations) if isinstance(segmentations, list) else type(segmentations).__name__
-            raise ValueError(f"{where}: segmentations must list one entry per frame; got {count}, video "
-                             f"{video['id']} has {video['length']} frames")
-        size = [video["height"], video["width"]]
-        for t, rle in enumerate(segmentations):
-            if not rle:
-                continue
-            if not isinstance(rle, dict) or not isinstance(rle.get("counts"), (str, bytes)):
-                raise ValueError(f"{where}: frame {t} must be null or a compressed RLE "
-                                 "{'size': [h, w], 'counts': str}")
-            if list(rle.get("size", [])) != size:
-                raise ValueError(f"{where}: frame {t} RLE size {rle.get('size')} differs from video {video['id']}'s "
-                                 f"size {size} (masks must have the video's original size)")
+        problem = _result_problem(result, videos, category_ids)
+        if problem:
+            raise PredictionError(f"result {index}: {problem}")
+
+
+def _result_problem(result: Any, videos: dict[int, dict], category_ids: set[int]) -> str | None:
+    if not isinstance(result, dict):
+        return f"must be a dict with {RESULT_KEYS}, got {type(result).__name__}"
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if missing:
+        return f"missing {missing}; a YouTube-VIS result has {RESULT_KEYS}"
+    problem = (id_problem(result, "video_id", videos, "ground-truth video ids")
+               or id_problem(result, "category_id", category_ids, "ground-truth category ids")
+               or score_problem(result["score"]))
+    if problem:
+        return problem
+    video, segmentations = videos[result["video_id"]], result["segmentations"]
+    if not isinstance(segmentations, list) or len(segmentations) != video["length"]:
+        count = len(segmentations) if isinstance(segmentations, list) else type(segmentations).__name__
+        return (f"segmentations must list one entry per frame; got {count}, video {video['id']} has "
+                f"{video['length']} frames")
+    for t, rle in enumerate(segmentations):
+        problem = rle_problem(rle, video["height"], video["width"]) if rle else None
+        if problem:
+            return f"frame {t}: {problem} (masks must have the video's original size)"
+    return None
 
 
 class _VideoEval(COCOeval):
@@ -154,9 +158,9 @@ def ytvis_scores(gt: dict, results: list[dict]) -> YtvisScores:
     if not gt.get("videos") or not gt.get("annotations"):
         raise ValueError("the ground truth has no videos or no annotations: YouTube-VIS valid/test are scored on the "
                          "CodaLab server; evaluate locally on a split with annotations (e.g. instances_val_sub.json)")
+    check_ytvis_results(results, gt)
     videos = {video["id"]: video for video in gt["videos"]}
     names = {category["id"]: category["name"] for category in gt["categories"]}
-    _check_results(results, videos, set(names))
     gt_tracks = _gt_tracks(gt, videos)
     dt_tracks = [{"id": index + 1, "video_id": r["video_id"], "category_id": r["category_id"], "score": r["score"],
                   "segmentations": r["segmentations"],

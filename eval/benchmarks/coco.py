@@ -16,6 +16,7 @@ from typing import Any
 from eval.coco_metrics import IOU_TYPES, CocoScores, check_iou_type, coco_scores
 from eval.layout import first_existing
 from eval.models import EvalModel
+from eval.predictions import check_results
 from eval.runner import Benchmark, EvalResult
 from glee_core.structures import Categories
 from train.data.readers import read_coco
@@ -57,9 +58,21 @@ class DetectionBenchmark(Benchmark):
         return len(self.images)
 
     def run_sample(self, model: EvalModel, index: int) -> list[dict[str, Any]]:
-        image_id, path = self.images[index]
-        detections = model.predictor.predict(path, self.prompt, topk=self.topk)
-        return detections.to_coco(image_id, self.category_ids)
+        return self.run_batch(model, [index])[0]
+
+    def run_batch(self, model: EvalModel, indices: list[int]) -> list[list[dict[str, Any]]]:
+        """One predictor call for the images of ``indices`` (the text side is encoded once per batch)."""
+        images = [self.images[index] for index in indices]
+        found = model.predictor.predict([path for _, path in images], self.prompt, topk=self.topk)
+        return [detections.to_coco(image_id, self.category_ids) for (image_id, _), detections in zip(images, found)]
+
+    def records_from_predictions(self, predictions: Any) -> list[list[dict[str, Any]]]:
+        """A results list (checked against the whole annotation file) grouped into per-image records."""
+        check_results(predictions, self.ground_truth, need_masks="segm" in self.iou_types)
+        by_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id, _ in self.images}
+        for result in predictions:
+            by_image[result["image_id"]].append(result)
+        return list(by_image.values())
 
     def ground_truth_of_first(self, count: int) -> dict:
         """The annotation dict restricted to the first ``count`` images (a ``--limit`` run scores only those)."""

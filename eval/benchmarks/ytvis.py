@@ -13,7 +13,7 @@ from typing import Any
 from eval.layout import first_existing
 from eval.models import EvalModel
 from eval.runner import Benchmark, EvalResult
-from eval.ytvis_metrics import AREA_RANGES, ytvis_scores
+from eval.ytvis_metrics import AREA_RANGES, check_ytvis_results, ytvis_scores
 from glee_core.structures import Categories
 from train.data.readers.ytvis import read_ytvis
 
@@ -58,6 +58,14 @@ class YtvisBenchmark(Benchmark):
         tracks = model.predictor.track(video.frame_paths, self.prompt, mode=self.mode,
                                        score_threshold=self.score_threshold)
         return tracks.to_ytvis(video.video_id, self.category_ids)
+
+    def records_from_predictions(self, predictions: Any) -> list[list[dict[str, Any]]]:
+        """A submission list (checked against the annotation file) grouped into per-video records."""
+        check_ytvis_results(predictions, self.ground_truth)
+        by_video: dict[int, list[dict[str, Any]]] = {video.video_id: [] for video in self.videos}
+        for result in predictions:
+            by_video[result["video_id"]].append(result)
+        return list(by_video.values())
 
     def score(self, records: list[list[dict[str, Any]]]) -> EvalResult:
         """Track AP of the first ``len(records)`` videos (the ground truth of the others is left out)."""

@@ -53,6 +53,35 @@ def test_coco_command_writes_results_plots_and_report(data_root, tmp_path):
     assert (tmp_path / "plots" / "pr_curve.png").stat().st_size > 1000
 
 
+def test_predictions_file_and_batched_run_score_like_one_image_at_a_time(data_root, tmp_path):
+    common = ["coco", "--data-root", str(data_root), "--split", "test"]
+    ran = invoke(*common, "--batch-size", "2", "--predictions-out", str(tmp_path / "results.json"),
+                 "--json-out", str(tmp_path / "ran.json"))
+    assert ran.exit_code == 0, ran.output
+    scored = invoke(*common, "--predictions", str(tmp_path / "results.json"), "--json-out", str(tmp_path / "scored.json"))
+    assert scored.exit_code == 0, scored.output
+    ran_report, scored_report = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ran", "scored"))
+    assert ran_report["metrics"] == scored_report["metrics"]
+    assert scored_report["model"]["kind"] == "predictions" and len(scored_report["model"]["sha256"]) == 64
+    single = invoke(*common, "--json-out", str(tmp_path / "single.json"))  # batch size 1 (same-size images)
+    assert single.exit_code == 0 and json.loads((tmp_path / "single.json").read_text())["metrics"] == ran_report["metrics"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "contains no predictions"),
+    ("{not json", "is not a JSON file"),
+    ('[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]', "image_id 999 is not one of"),
+    ('[{"image_id": IMAGE, "category_id": 77, "bbox": [0, 0, 1, 1], "score": 0.5}]', "category_id 77 is not one of"),
+    ('[{"image_id": IMAGE, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5, '
+     '"segmentation": {"size": [3, 3], "counts": "9"}}]', "RLE size [3, 3] differs"),
+])
+def test_bad_predictions_files_are_named(data_root, tmp_path, content, message):
+    image_id = json.loads((data_root / "annotations" / "instances_test.json").read_text())["images"][0]["id"]
+    (tmp_path / "bad.json").write_text(content.replace("IMAGE", str(image_id)))
+    result = invoke("coco", "--data-root", str(data_root), "--split", "test", "--predictions", str(tmp_path / "bad.json"))
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+
+
 def test_split_without_ground_truth_still_writes_the_submission(data_root, tmp_path):
     root = tmp_path / "ytvis"
     shutil.copytree(data_root / "test", root / "valid")

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from eval.predictions import PredictionError
 from eval.ytvis_metrics import METRICS, track_iou, ytvis_scores
 from glee_core.mask_ops import encode_rle
 from train.data.masks import uncompressed_rle
@@ -86,13 +87,15 @@ def test_no_results_scores_zero_and_no_ground_truth_is_an_error():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"video_id": 8}, "result 1: video_id 8 is not a video"),
-    ({"category_id": 3}, "result 1: category_id 3 is not a ground-truth category"),
+    ({"video_id": 8}, "result 1: video_id 8 is not one of the ground-truth video ids"),
+    ({"category_id": 3}, "result 1: category_id 3 is not one of the ground-truth category ids"),
     ({"segmentations": [None]}, "result 1: segmentations must list one entry per frame; got 1, video 7 has 2"),
-    ({"segmentations": [encode_rle(np.zeros((5, 10), bool)), None]}, r"result 1: frame 0 RLE size \[5, 10\]"),
-    ({"segmentations": [uncompressed_rle(ROW0), None]}, "result 1: frame 0 must be null or a compressed RLE"),
-    ({"score": "high"}, "result 1: score must be a finite number"),
+    ({"segmentations": [encode_rle(np.zeros((5, 10), bool)), None]},
+     r"result 1: frame 0: 'segmentation' RLE size \[5, 10\] differs"),
+    ({"segmentations": [uncompressed_rle(ROW0), None]}, "result 1: frame 0: 'segmentation' counts must be a compressed"),
+    ({"score": "high"}, "result 1: 'score' must be a finite number"),
+    ({"score": None, "video_id": None}, "result 1: 'video_id' must be an integer id"),
 ])
 def test_invalid_results_name_the_record(change, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(PredictionError, match=message):
         ytvis_scores(_gt([[ROW0, SIX]]), [_result([ROW0, SIX]), {**_result([ROW0, SIX]), **change}])
