@@ -254,7 +254,7 @@ class GleeLLM(nn.Module):
         chosen = candidates.best()
         losses = dict.fromkeys(("loss", "ce", "bce", "dice", "select", "box", "pointer"))
         if targets is not None:
-            losses = self._losses(out.logits, batch.labels.to(device), candidates, targets[picked])
+            losses = {"pointer": None, **self._losses(out.logits, batch.labels.to(device), candidates, targets[picked])}
             chosen = losses.pop("matched", chosen)
             if pointer_logits is not None:
                 losses["pointer"] = pointer_loss(pointer_logits, objects.mask_logits[image_index], targets)

@@ -1,5 +1,5 @@
-"""The train package's commands: ``gleekit data shapeworld``, ``gleekit train glee`` and ``gleekit finetune``
-(typer apps; heavy imports happen inside the commands so ``gleekit --help`` stays fast)."""
+"""The train package's commands: ``gleekit data shapeworld``, ``gleekit train glee``, ``gleekit train mllm`` and
+``gleekit finetune`` (typer apps; heavy imports happen inside the commands so ``gleekit --help`` stays fast)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -21,6 +21,7 @@ class Task(str, Enum):
     conversation = "conversation"
     video = "video"
     mot = "mot"
+    semseg = "semseg"
 
 
 class Split(str, Enum):
@@ -38,7 +39,7 @@ def shapeworld(
     seed: int = typer.Option(0, min=0, help="Dataset seed: same arguments give byte-identical files."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Generate shapeworld scenes and write them as COCO / refer / ReasonSeg / LLaVA / YouTube-VIS data."""
+    """Generate shapeworld scenes and write them as COCO / refer / ReasonSeg / LLaVA / YouTube-VIS / ADE20K-layout data."""
     from train.data.shapeworld.export import write_shapeworld
 
     path = write_shapeworld(out_dir, task.value, split.value, n, seed, progress=progress)
@@ -82,6 +83,30 @@ def train_glee(
     _, result = _train(make_config, stop_after)
     typer.echo(f"trained {result.steps} steps; model: {result.model_dir}; loss curve: "
                f"{result.output_dir / 'loss_curve.png'}")
+
+
+@train_app.command("mllm")
+def train_mllm(
+    config: Path = typer.Option(..., exists=True, dir_okay=False, help="Training config (YAML), e.g. "
+                                                                       "train/recipes/mllm_shapeworld_cpu.yaml."),
+    output_dir: Path | None = typer.Option(None, help="Override the config's output_dir."),
+    stop_after: int | None = typer.Option(None, min=1, help="End this run at that step; a rerun resumes it."),
+) -> None:
+    """Train a GLEE-LLM (reasoning segmentation) from a YAML config: one CPU process as is, several processes or
+    GPUs under `accelerate launch`, DeepSpeed ZeRO-2/3 per the config. A rerun resumes from the last checkpoint."""
+    from train.mllm.config import MllmTrainConfig
+    from train.mllm.data_config import source_from_config
+    from train.mllm.trainer import MllmTrainer
+
+    try:
+        cfg = MllmTrainConfig.from_yaml(config)
+        cfg.output_dir = str(output_dir) if output_dir is not None else cfg.output_dir
+        result = MllmTrainer(cfg, source_from_config(cfg.data)).train(resume=True, stop_after=stop_after)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    typer.echo(f"trained {result.steps} steps; metrics: {result.output_dir / 'metrics.jsonl'}; model: "
+               f"{result.model_dir or 'not exported (schedule unfinished or export off)'}")
 
 
 @train_app.command("mllm-shapeworld")

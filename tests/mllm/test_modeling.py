@@ -31,6 +31,14 @@ def test_forward_returns_one_mask_per_seg_in_reading_order(model, image):
     assert all(torch.isfinite(t) and t >= 0 for t in (out.ce_loss, out.mask_bce_loss, out.mask_dice_loss))
 
 
+def test_model_without_object_tokens_trains_without_pointer_loss(image):
+    model = make_model(num_objects=0)
+    h, w = image.shape[:2]
+    out = model(_batch(model, image, ["Sure, [SEG]."], [[box_mask(h, w, 0, 40, 0, 40)]]))
+    assert out.pointer_loss is None and out.pointer_logits is None
+    assert torch.allclose(out.loss, out.ce_loss + 2.0 * out.mask_bce_loss + 0.5 * out.mask_dice_loss + out.select_loss)
+
+
 def test_inference_forward_has_no_losses(model, image):
     batch = _batch(model, image, ["Sure, [SEG]."], None)
     batch.labels = None

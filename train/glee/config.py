@@ -6,14 +6,9 @@ weights) except the learning rate and clipping, which suit training small models
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import yaml
-
+from train.config_io import YamlConfig
 from train.glee.criterion import LossWeights
 
 
@@ -67,7 +62,7 @@ class LossSection:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(YamlConfig):
     """A whole run. ``batch_size`` is per process; ``num_workers`` background processes make the samples
     (0: the training process does); ``num_threads`` caps torch's CPU threads; ``mixed_precision``: accelerate's
     ``no`` / ``fp16`` / ``bf16``."""
@@ -88,43 +83,3 @@ class TrainConfig:
     num_threads: int | None = None
     num_workers: int = 0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return _build(cls, data, "")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {error}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}")
-        try:
-            return cls.from_dict(data)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(prefix + k for k in unknown)}; known: {', '.join(sorted(names))}")
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
-        elif typing.get_origin(hint) is tuple:
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)

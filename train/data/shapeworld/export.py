@@ -21,6 +21,9 @@ Layouts under ``out_dir`` (images are lossless PNG; image ids never collide acro
 * ``mot``          → ``<split>/shapeworld-<split>-<6-digit index>/{seqinfo.ini, img1/000001.png ..., gt/gt.txt}``
   (MOTChallenge, :mod:`train.data.mot_format`): every visible object with conf 1, class 1 (pedestrian) and
   visibility 1; its id is the video's track id + 1 (MOTChallenge ids start at 1); nominal frame rate 10.
+* ``semseg``       → ``semseg/images/<split>/<12-digit id>.png`` + ``semseg/annotations/<split>/<id>.png`` +
+  ``semseg/classes.txt`` (ADE20K layout): uint8 class-index labels, 0 = background ("other", ignored as in
+  ADE20K), k = the k-th line of ``classes.txt`` (CATEGORY_NAMES order, so k = the COCO category id).
 
 Everything is deterministic: same arguments → byte-identical json and PNG files.
 """
@@ -45,7 +48,7 @@ from train.data.shapeworld.scene import SPLITS, Scene, SceneObject, generate_sce
 from train.data.shapeworld.video import generate_video
 from train.data.shapeworld.vocab import CATEGORY_NAMES
 
-TASKS = ("detection", "referring", "reasoning", "conversation", "video", "mot")
+TASKS = ("detection", "referring", "reasoning", "conversation", "video", "mot", "semseg")
 ID_STRIDE = 10**9  # image / video ids of split s are s * ID_STRIDE + 1 ...
 OBJECT_STRIDE = 1000  # annotation id = image_id * OBJECT_STRIDE + object index + 1
 MAX_QUERIES_PER_SCENE = 4
@@ -310,6 +313,24 @@ def _write_mot(out: Path, split: str, n: int, seed: int, bar: tqdm) -> Path:
     return folder
 
 
+def class_label(scene: Scene) -> np.ndarray:
+    """uint8 [H, W]: 0 background, else the category id of the object visible at the pixel."""
+    label = np.zeros(scene.image.shape[:2], np.uint8)
+    for _, obj in _objects(scene):
+        label[obj.mask] = obj.category_id
+    return label
+
+
+def _write_semseg(out: Path, split: str, n: int, seed: int, bar: tqdm) -> Path:
+    folder = out / "semseg"
+    for _, image_id, scene in _scenes(split, n, seed, bar):
+        file_name = f"{image_id:012d}.png"
+        _save_png(scene.image, folder / "images" / split / file_name)
+        _save_png(class_label(scene), folder / "annotations" / split / file_name)
+    (folder / "classes.txt").write_text("".join(name + "\n" for name in CATEGORY_NAMES), encoding="utf-8")
+    return folder
+
+
 _WRITERS: dict[str, Callable[[Path, str, int, int, tqdm], Path]] = {
     "detection": _write_detection,
     "referring": _write_referring,
@@ -317,13 +338,14 @@ _WRITERS: dict[str, Callable[[Path, str, int, int, tqdm], Path]] = {
     "conversation": _write_conversation,
     "video": _write_video,
     "mot": _write_mot,
+    "semseg": _write_semseg,
 }
 
 
 def write_shapeworld(out_dir: str | Path, task: str, split: str, n: int, seed: int = 0, *, progress: bool = True) -> Path:
     """Generate ``n`` scenes (videos) of ``split`` for dataset ``seed`` and write ``task``'s official format under
     ``out_dir`` (layouts in the module docstring). Returns the main annotation file (folder for referring /
-    reasoning)."""
+    reasoning / semseg)."""
     if task not in _WRITERS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if split not in SPLITS:

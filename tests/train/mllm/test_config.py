@@ -1,0 +1,60 @@
+"""The mLLM training config: LISA defaults, unknown keys named, shipped recipes and DeepSpeed files valid."""
+from __future__ import annotations
+
+import pytest
+
+from train.glee.config import TrainConfig
+from train.mllm.config import RECIPES, MllmTrainConfig
+from train.mllm.trainer import deepspeed_config, lr_factor, sample_indices
+
+
+def test_defaults_are_lisas_recipe():
+    cfg = MllmTrainConfig()
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.warmup_steps) == (3e-4, 0.0, (0.9, 0.95), 100)
+    assert (cfg.grad_accum, cfg.batch_size, cfg.deepspeed, cfg.model.lora.r, cfg.model.lora.alpha) == (10, 2, "zero2", 8, 16)
+    factor = lr_factor(cfg)
+    assert factor(0) == pytest.approx(0.01) and factor(99) == 1.0 and factor(cfg.steps) == 0.0
+
+
+@pytest.mark.parametrize("data, key", [({"optim": {"lrr": 1}}, "optim.lrr"), ({"stepz": 3}, "stepz"),
+                                       ({"model": {"lora": {"rank": 4}}}, "model.lora.rank")])
+def test_unknown_keys_are_named(tmp_path, data, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        MllmTrainConfig.from_dict(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lrr: 1\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown config keys: optim\.lrr"):
+        MllmTrainConfig.from_yaml(path)
+    with pytest.raises(ValueError, match=r"optim\.lrr"):  # the GLEE config shares the loader
+        TrainConfig.from_dict({"optim": {"lrr": 1}})
+
+
+def test_bad_values_fail_at_start():
+    with pytest.raises(ValueError, match="grad_accum"):
+        MllmTrainConfig.from_dict({"grad_accum": 0})
+    with pytest.raises(ValueError, match="lora.enabled"):
+        MllmTrainConfig.from_dict({"model": {"bits": 4, "lora": {"enabled": False}}})
+    with pytest.raises(FileNotFoundError, match="zero9"):
+        MllmTrainConfig.from_dict({"deepspeed": "zero9"}).deepspeed_file()
+
+
+@pytest.mark.parametrize("name", ["mllm_shapeworld_cpu.yaml", "mllm_lisa_7b.yaml"])
+def test_recipes_load(name):
+    cfg = MllmTrainConfig.from_yaml(RECIPES / name)
+    ds = deepspeed_config(cfg)
+    assert ds["train_micro_batch_size_per_gpu"] == cfg.batch_size and ds["gradient_accumulation_steps"] == cfg.grad_accum
+    assert "auto" not in str(ds)
+
+
+def test_lisa_recipe_matches_reference():
+    cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_lisa_7b.yaml")
+    assert cfg.data.mixture.rates == {"sem_seg": 9, "refer_seg": 3, "vqa": 3, "reason_seg": 1}
+    assert (cfg.optim.lr, cfg.grad_accum, cfg.precision, cfg.model.lora.r) == (3e-4, 10, "bf16", 8)
+    assert deepspeed_config(cfg)["zero_optimization"]["stage"] == 2
+    assert deepspeed_config(MllmTrainConfig(deepspeed="zero3"))["zero_optimization"]["stage"] == 3
+
+
+def test_processes_split_a_step_like_accumulation():
+    one = [i for m in range(2) for i in sample_indices(3, 0, 1, m, batch_size=2, grad_accum=2)]
+    two = [i for r in range(2) for i in sample_indices(3, r, 2, 0, batch_size=2, grad_accum=1)]
+    assert one == two == [12, 13, 14, 15]

@@ -1,0 +1,64 @@
+"""Typed YAML configs shared by the trainers: nested dataclasses built from mappings, unknown keys refused by name
+(a typo must never fall back to a default silently)."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def build(cls: type[T], data: Any, prefix: str = "") -> T:
+    """``cls(**data)`` with nested dataclass fields built recursively and tuple fields converted; ``prefix`` names
+    the section in errors (``optim.``)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(prefix + k for k in unknown)}; known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = build(hint, value, f"{prefix}{key}.")
+        elif typing.get_origin(hint) is tuple:
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    """:func:`build` of the mapping in the YAML file ``path``; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}")
+    try:
+        return build(cls, data)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+class YamlConfig:
+    """Mixin of the top-level config dataclasses: built from a mapping or a YAML file, dumped as a dict."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        return build(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path):
+        return load_yaml(cls, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

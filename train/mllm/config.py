@@ -1,0 +1,152 @@
+"""Typed configuration of a GLEE-LLM training run (``gleekit train mllm --config CONFIG.yaml``).
+
+Sections are dataclasses; unknown keys fail at start, naming the key. Defaults are LISA's recipe (AdamW lr 3e-4,
+weight decay 0, betas (0.9, 0.95), WarmupDecayLR with 100 warm-up steps, gradient accumulation 10, clipping 1.0,
+LoRA r 8 / alpha 16 on q_proj, v_proj with embed_tokens and lm_head trained in full, ZeRO-2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from train.config_io import YamlConfig
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@dataclass
+class LoraSection:
+    """LoRA on the VLM's language model (``targets``: a peft regex, None = q_proj / v_proj of the language model);
+    ``modules_to_save`` train in full (they learn the new ``[SEG]`` / object tokens)."""
+
+    enabled: bool = True
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: str | None = None
+    modules_to_save: list[str] = field(default_factory=lambda: ["lm_head", "embed_tokens"])
+
+
+@dataclass
+class TinyVlmSection:
+    """The random-weight tiny LLaVA built when ``model.vlm`` is ``tiny``; its word tokenizer is trained on the
+    texts of the first ``vocab_samples`` training samples."""
+
+    image_size: int = 64
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    vocab_samples: int = 200
+
+
+@dataclass
+class ModelSection:
+    """``vlm``: ``tiny`` or a Hugging Face id / folder (e.g. a LLaVA 7B); ``glee``: a bundled GLEE name, a folder,
+    or an official checkpoint file with ``glee_preset`` (lite-r50, plus-swinl, pro-eva02l);
+    ``init``: a saved GleeLLM folder to continue from (then ``vlm`` / ``glee`` are not used). ``bits``: load the
+    VLM in 4 or 8 bits (QLoRA; needs ``lora.enabled``). ``glee_policy``: frozen / lora / full.
+    ``train_mask_prompts``: at most this many ``[SEG]`` per micro-batch go through GLEE (None: all)."""
+
+    vlm: str = "tiny"
+    glee: str = "nano"
+    glee_preset: str | None = None
+    init: str | None = None
+    num_objects: int = 10
+    glee_policy: str = "frozen"
+    train_mask_prompts: int | None = None
+    max_length: int = 512
+    system_prompt: str | None = None
+    bits: int | None = None
+    gradient_checkpointing: bool = False
+    tiny: TinyVlmSection = field(default_factory=TinyVlmSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+
+
+@dataclass
+class MixtureSection:
+    """``sources``: {name: {type: sem_seg | refer_seg | vqa | reason_seg, ...constructor arguments (paths)}};
+    ``rates``: {name: relative rate} (LISA: sem_seg 9, refer_seg 3, vqa 3, reason_seg 1)."""
+
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """``source``: ``shapeworld`` (synthetic conversations made in-process from ``scenes`` train scenes of
+    ``kinds``) or ``mixture`` (files on disk, see :class:`MixtureSection`)."""
+
+    source: str = "shapeworld"
+    seed: int = 0
+    scenes: int = 200
+    kinds: list[str] = field(default_factory=lambda: ["reasoning", "referring", "pair"])
+    mixture: MixtureSection = field(default_factory=MixtureSection)
+
+
+@dataclass
+class OptimSection:
+    """AdamW; ``schedule``: ``warmup_decay`` (DeepSpeed's WarmupDecayLR: linear 0 -> lr over ``warmup_steps``,
+    then linear to 0 at the last step) or ``constant`` (after the warm-up)."""
+
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    warmup_steps: int = 100
+    schedule: str = "warmup_decay"
+
+
+@dataclass
+class MllmTrainConfig(YamlConfig):
+    """A whole run. One optimizer step sees ``batch_size`` × ``grad_accum`` × processes samples.
+
+    ``deepspeed``: a DeepSpeed JSON (a path, or ``zero2`` / ``zero3`` for the shipped ones; None: plain
+    accelerate). ``precision``: ``auto`` (bf16 on GPU, fp32 on CPU), ``bf16`` or ``fp32``.
+    ``save_every``: steps between checkpoints (``output_dir/checkpoint-<step>``), the last ``keep_last`` kept.
+    """
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    steps: int = 5000
+    batch_size: int = 2
+    grad_accum: int = 10
+    deepspeed: str | None = "zero2"
+    precision: str = "auto"
+    output_dir: str = "runs/mllm"
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 100
+    keep_last: int = 2
+    export: bool = True
+    export_atol: float = 1e-3
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "log_every": self.log_every, "save_every": self.save_every, "keep_last": self.keep_last}
+        if bad := {k: v for k, v in positive.items() if v < 1}:
+            raise ValueError(f"these settings must be >= 1: {bad}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.optim.schedule not in ("warmup_decay", "constant"):
+            raise ValueError(f"optim.schedule must be warmup_decay or constant, got {self.optim.schedule!r}")
+        if self.data.source not in ("shapeworld", "mixture"):
+            raise ValueError(f"data.source must be shapeworld or mixture, got {self.data.source!r}")
+        if self.model.bits not in (None, 4, 8):
+            raise ValueError(f"model.bits must be 4, 8 or null, got {self.model.bits!r}")
+        if self.model.bits and not self.model.lora.enabled:
+            raise ValueError("model.bits (QLoRA) trains LoRA adapters only: set model.lora.enabled true")
+
+    def deepspeed_file(self) -> Path | None:
+        """The DeepSpeed JSON named by ``deepspeed`` (shipped names resolve to ``train/recipes/deepspeed/``)."""
+        if self.deepspeed is None:
+            return None
+        path = Path(self.deepspeed)
+        if not path.suffix:
+            path = RECIPES / "deepspeed" / f"{self.deepspeed}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"deepspeed config not found: {path} (use zero2, zero3 or a JSON path)")
+        return path
+
