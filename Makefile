@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,agents,video,eval,mllm,quant]"
+	$(PIP) install -q -e ".[dev,agents,video,eval,mllm,quant,train]"
 	touch $(STAMP)
 
 install: $(STAMP)
