@@ -80,7 +80,7 @@ class PointerHead(nn.Module):
         super().__init__()
         dim = dim or llm_hidden
         self.query, self.key = nn.Linear(llm_hidden, dim), nn.Linear(llm_hidden, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(10.0)))  # [1]: DeepSpeed cannot broadcast 0-dim
 
     def forward(self, states: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
         """states [N, H], objects [N, K, H] (each state's candidate object tokens) -> logits [N, K]."""

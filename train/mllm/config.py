@@ -85,6 +85,18 @@ class DataSection:
 
 
 @dataclass
+class ValidationSection:
+    """Every ``every`` steps (0: never) the model answers ``samples`` ReasonSeg queries of ``split_dir`` (a split
+    folder in the official format) by generation, scored by ``eval``'s ReasonSeg runner (gIoU / cIoU, short /
+    long). Without ``split_dir`` a shapeworld run validates on shapeworld's ``val`` split, written in that format
+    into ``output_dir/validation-data``."""
+
+    every: int = 0
+    samples: int = 16
+    split_dir: str | None = None
+
+
+@dataclass
 class OptimSection:
     """AdamW; ``schedule``: ``warmup_decay`` (DeepSpeed's WarmupDecayLR: linear 0 -> lr over ``warmup_steps``,
     then linear to 0 at the last step) or ``constant`` (after the warm-up)."""
@@ -109,6 +121,7 @@ class MllmTrainConfig(YamlConfig):
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
     steps: int = 5000
     batch_size: int = 2
     grad_accum: int = 10
@@ -136,6 +149,11 @@ class MllmTrainConfig(YamlConfig):
             raise ValueError(f"data.source must be shapeworld or mixture, got {self.data.source!r}")
         if self.model.bits not in (None, 4, 8):
             raise ValueError(f"model.bits must be 4, 8 or null, got {self.model.bits!r}")
+        if self.validation.every < 0 or self.validation.samples < 1:
+            raise ValueError("validation.every must be >= 0 and validation.samples >= 1")
+        if self.validation.every and self.validation.split_dir is None and self.data.source != "shapeworld":
+            raise ValueError("validation.every is set but validation.split_dir is not: name a ReasonSeg split folder "
+                             "(e.g. dataset/reason_seg/ReasonSeg/val)")
         if self.model.bits and not self.model.lora.enabled:
             raise ValueError("model.bits (QLoRA) trains LoRA adapters only: set model.lora.enabled true")
 

@@ -6,7 +6,8 @@ Step ``s`` of process ``r`` (of ``n``), micro-batch ``m`` (of ``grad_accum``) tr
 exactly and n processes match one process with n× the accumulation. Every ``save_every`` steps
 ``checkpoint-<step>/`` is written atomically (model, optimizer, scheduler, RNG via ``accelerator.save_state``
 plus ``trainer_state.pt``), the last ``keep_last`` are kept, and a rerun resumes from the newest. Progress:
-tqdm (loss terms, samples/s, tokens/s), ``metrics.jsonl`` (one row per logged step), ``loss_curve.png``.
+tqdm (loss terms, samples/s, tokens/s), ``metrics.jsonl`` (one row per logged step), ``loss_curve.png``, and
+every ``validation.every`` steps ``validation.jsonl`` (ReasonSeg gIoU / cIoU of generated answers, via ``eval``).
 At the end the model is exported (LoRA merged, reload verified) to ``output_dir/model``.
 """
 from __future__ import annotations
@@ -169,14 +170,6 @@ def _base_vlm(config: MllmTrainConfig, source: SampleSource):
     return AutoModelForImageTextToText.from_pretrained(section.vlm, **kwargs), AutoProcessor.from_pretrained(section.vlm)
 
 
-def lift_scalar_parameters(model: torch.nn.Module) -> None:
-    """Give 0-dim parameters shape [1] in place: DeepSpeed's initial broadcast views each parameter as bytes, which
-    a 0-dim tensor cannot (``self.dim() cannot be 0``). :meth:`MllmTrainer.export` restores the shapes."""
-    for param in model.parameters():
-        if param.dim() == 0:
-            param.data = param.data.reshape(1)
-
-
 def checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints of a run (``checkpoint-<step>`` with a trainer state), oldest first."""
     found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
@@ -206,8 +199,6 @@ class MllmTrainer:
         mixed = "no" if ds is not None or not use_bf16(config) else "bf16"
         self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=mixed, **kwargs)
         model = model if model is not None else build_model(config, source)
-        if ds is not None:
-            lift_scalar_parameters(model)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("no parameter trains: enable model.lora or a glee_policy other than frozen")
@@ -218,6 +209,42 @@ class MllmTrainer:
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.step = 0
         self.history: list[dict] = []
+        self.validation = self._validation_benchmark()
+
+    def _validation_benchmark(self):
+        """eval's ReasonSeg runner on the validation split (None when validation is off), built on every process
+        (the shapeworld split is written by the main process)."""
+        from eval.benchmarks.reasonseg import ReasonSegBenchmark
+
+        section, acc = self.config.validation, self.accelerator
+        if not section.every:
+            return None
+        if section.split_dir is not None:
+            return ReasonSegBenchmark(Path(section.split_dir).parent, Path(section.split_dir).name)
+        folder = self.output_dir / "validation-data"
+        if acc.is_main_process and not (folder / "ReasonSeg" / "val").is_dir():
+            from train.data.shapeworld.export import write_shapeworld
+
+            write_shapeworld(folder, "reasoning", "val", self.config.validation.samples, self.config.data.seed,
+                             progress=False)
+        acc.wait_for_everyone()
+        return ReasonSegBenchmark(folder, "val")
+
+    def validate(self) -> dict | None:
+        """gIoU / cIoU of generated answers on the first ``validation.samples`` queries (main process), appended to
+        ``validation.jsonl``; None on the other processes."""
+        from eval.models import EvalModel
+        from eval.runner import run_benchmark
+
+        acc, row = self.accelerator, None
+        if acc.is_main_process:
+            _, result = run_benchmark(self.validation, EvalModel.wrap(self.unwrapped),
+                                      limit=self.config.validation.samples, progress=False)
+            row = {"step": self.step, **result.metrics, "queries": result.counts["overall"]}
+            with open(self.output_dir / "validation.jsonl", "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        acc.wait_for_everyone()
+        return row
 
     @property
     def unwrapped(self) -> GleeLLM:
@@ -341,6 +368,9 @@ class MllmTrainer:
                 self._log(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", ce=f"{row['ce']:.3f}", dice=f"{row['mask_dice']:.3f}",
                                 sps=f"{row['samples_per_s']:.1f}", tps=f"{row['tokens_per_s']:.0f}")
+            if self.validation is not None and self.step % config.validation.every == 0:
+                self.validate()
+                self.model.train()
             if self.step % config.save_every == 0 or self.step == last:
                 self.save_checkpoint()
                 self._write_curve()
@@ -358,9 +388,7 @@ class MllmTrainer:
         model_dir = self.output_dir / "model"
         if acc.is_main_process:
             fresh = build_model(self.config, self.source)
-            shapes = {k: v.shape for k, v in fresh.state_dict().items()}
-            fresh.load_state_dict({k: (v.float() if v.is_floating_point() else v).reshape(shapes[k])
-                                   for k, v in state.items()})
+            fresh.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
             batch = make_batch(fresh, [self.source.sample(i) for i in range(self.config.batch_size)])
             export_gleellm(fresh, model_dir, batch, self.config.export_atol)
         acc.wait_for_everyone()

@@ -58,3 +58,9 @@ def test_processes_split_a_step_like_accumulation():
     one = [i for m in range(2) for i in sample_indices(3, 0, 1, m, batch_size=2, grad_accum=2)]
     two = [i for r in range(2) for i in sample_indices(3, r, 2, 0, batch_size=2, grad_accum=1)]
     assert one == two == [12, 13, 14, 15]
+
+
+def test_validation_needs_a_split_outside_shapeworld():
+    with pytest.raises(ValueError, match="validation.split_dir"):
+        MllmTrainConfig.from_dict({"data": {"source": "mixture"}, "validation": {"every": 10}})
+    assert MllmTrainConfig.from_dict({"validation": {"every": 10}}).validation.samples == 16

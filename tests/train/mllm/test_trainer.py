@@ -56,11 +56,14 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in rows}
 
 
-def test_one_process_zero2_trains_checkpoints_and_exports(tmp_path):
+def test_one_process_zero2_trains_validates_checkpoints_and_exports(tmp_path):
     from mllm.io import load_gleellm
 
-    run(one_process(write_config(tmp_path)))
+    run(one_process(write_config(tmp_path, validation={"every": 2, "samples": 2})))
     out = tmp_path / "run"
+    validation = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    assert [(v["step"], v["queries"]) for v in validation] == [(2, 2)]
+    assert 0 <= validation[0]["overall gIoU"] <= 1 and 0 <= validation[0]["overall cIoU"] <= 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) and r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in rows)
