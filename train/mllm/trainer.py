@@ -12,6 +12,7 @@ At the end the model is exported (LoRA merged, reload verified) to ``output_dir/
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -170,6 +171,33 @@ def _base_vlm(config: MllmTrainConfig, source: SampleSource):
     return AutoModelForImageTextToText.from_pretrained(section.vlm, **kwargs), AutoProcessor.from_pretrained(section.vlm)
 
 
+def detach_frozen_glee(model: GleeLLM) -> torch.nn.Module:
+    """Take the frozen GLEE out of ``model``'s module tree (still ``model.glee``) so ZeRO-3 does not partition it:
+    GLEE's modules return dataclasses, which ZeRO-3's backward re-gather hooks cannot see into. Its weights are
+    then neither in the engine's checkpoints nor in its state dict (they come from ``model.glee`` / the config)."""
+    glee = model._modules.pop("glee")
+    if any(p.requires_grad for p in glee.parameters()):
+        model._modules["glee"] = glee
+        raise ValueError("deepspeed zero3 trains with a frozen GLEE only (model.glee_policy: frozen); use zero2 to "
+                         "train GLEE's LoRA or all of it")
+    object.__setattr__(model, "glee", glee)
+    return glee
+
+
+@contextlib.contextmanager
+def whole_parameters():
+    """Build models with whole parameters even while ZeRO-3 is active (transformers would otherwise create them
+    partitioned, as empty tensors, through ``deepspeed.zero.Init``)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
 def checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints of a run (``checkpoint-<step>`` with a trainer state), oldest first."""
     found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
@@ -204,8 +232,12 @@ class MllmTrainer:
             raise ValueError("no parameter trains: enable model.lora or a glee_policy other than frozen")
         optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas,
                                       weight_decay=config.optim.weight_decay)
+        zero3 = ds is not None and ds.get("zero_optimization", {}).get("stage") == 3
+        glee = detach_frozen_glee(model) if zero3 else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if glee is not None:
+            glee.to(self.accelerator.device)
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.step = 0
         self.history: list[dict] = []
@@ -387,9 +419,15 @@ class MllmTrainer:
         state = acc.get_state_dict(self.model)
         model_dir = self.output_dir / "model"
         if acc.is_main_process:
-            fresh = build_model(self.config, self.source)
-            fresh.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-            batch = make_batch(fresh, [self.source.sample(i) for i in range(self.config.batch_size)])
-            export_gleellm(fresh, model_dir, batch, self.config.export_atol)
+            with whole_parameters():  # the fresh model and the verifying reload: whole tensors under ZeRO-3 too
+                fresh = build_model(self.config, self.source)
+                missing, unexpected = fresh.load_state_dict(
+                    {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+                if unexpected or any(not k.startswith("glee.") for k in missing):  # a detached GLEE: from config
+                    raise RuntimeError(f"export: the trained state does not fit the model (missing "
+                                       f"{[k for k in missing if not k.startswith('glee.')][:5]}, "
+                                       f"unexpected {unexpected[:5]})")
+                batch = make_batch(fresh, [self.source.sample(i) for i in range(self.config.batch_size)])
+                export_gleellm(fresh, model_dir, batch, self.config.export_atol)
         acc.wait_for_everyone()
         return model_dir
