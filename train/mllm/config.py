@@ -13,6 +13,7 @@ from typing import Any
 from train.config_io import YamlConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TRACKERS = ("tensorboard", "wandb")  # accelerate's trackers; the package (tensorboard / wandb) is the user's to install
 
 
 @dataclass
@@ -116,6 +117,7 @@ class MllmTrainConfig(YamlConfig):
     ``deepspeed``: a DeepSpeed JSON (a path, or ``zero2`` / ``zero3`` for the shipped ones; None: plain
     accelerate). ``precision``: ``auto`` (bf16 on GPU, fp32 on CPU), ``bf16`` or ``fp32``.
     ``save_every``: steps between checkpoints (``output_dir/checkpoint-<step>``), the last ``keep_last`` kept.
+    ``report_to``: also log to these trackers through accelerate (``tensorboard``, ``wandb``; off by default).
     """
 
     model: ModelSection = field(default_factory=ModelSection)
@@ -135,12 +137,15 @@ class MllmTrainConfig(YamlConfig):
     export: bool = True
     export_atol: float = 1e-3
     num_threads: int | None = None
+    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
                     "log_every": self.log_every, "save_every": self.save_every, "keep_last": self.keep_last}
         if bad := {k: v for k, v in positive.items() if v < 1}:
             raise ValueError(f"these settings must be >= 1: {bad}")
+        if unknown := [t for t in self.report_to if t not in TRACKERS]:
+            raise ValueError(f"report_to: unknown trackers {unknown}; use any of {list(TRACKERS)} (off by default)")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optim.schedule not in ("warmup_decay", "constant"):

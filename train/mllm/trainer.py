@@ -225,7 +225,13 @@ class MllmTrainer:
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
             kwargs["cpu"] = ds is None
         mixed = "no" if ds is not None or not use_bf16(config) else "bf16"
+        if config.report_to:
+            kwargs.update(log_with=list(config.report_to), project_dir=str(self.output_dir))
         self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=mixed, **kwargs)
+        if config.report_to:
+            self.accelerator.init_trackers("gleekit-mllm", config={"steps": config.steps, "lr": config.optim.lr,
+                                                                   "batch_size": config.batch_size,
+                                                                   "grad_accum": config.grad_accum})
         model = model if model is not None else build_model(config, source)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -273,6 +279,8 @@ class MllmTrainer:
             _, result = run_benchmark(self.validation, EvalModel.wrap(self.unwrapped),
                                       limit=self.config.validation.samples, progress=False)
             row = {"step": self.step, **result.metrics, "queries": result.counts["overall"]}
+            if self.config.report_to:
+                acc.log({f"validation/{k}": v for k, v in result.metrics.items()}, step=self.step)
             with open(self.output_dir / "validation.jsonl", "a") as handle:
                 handle.write(json.dumps(row) + "\n")
         acc.wait_for_everyone()
@@ -326,6 +334,8 @@ class MllmTrainer:
 
     def _log(self, row: dict) -> None:
         self.history.append(row)
+        if self.config.report_to:
+            self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
         if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             with open(self.output_dir / "metrics.jsonl", "a") as handle:
@@ -407,6 +417,8 @@ class MllmTrainer:
                 self.save_checkpoint()
                 self._write_curve()
         bar.close()
+        if config.report_to:
+            acc.end_training()
         model_dir = self.export() if config.export and self.step == config.steps else None
         return MllmTrainResult(self.output_dir, model_dir, self.step, self.history)
 

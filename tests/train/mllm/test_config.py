@@ -64,3 +64,8 @@ def test_validation_needs_a_split_outside_shapeworld():
     with pytest.raises(ValueError, match="validation.split_dir"):
         MllmTrainConfig.from_dict({"data": {"source": "mixture"}, "validation": {"every": 10}})
     assert MllmTrainConfig.from_dict({"validation": {"every": 10}}).validation.samples == 16
+
+
+def test_unknown_tracker_is_named():
+    with pytest.raises(ValueError, match=r"unknown trackers \['mlflowx'\]"):
+        MllmTrainConfig.from_dict({"report_to": ["tensorboard", "mlflowx"]})

@@ -74,6 +74,12 @@ def test_one_process_zero2_trains_validates_checkpoints_and_exports(tmp_path):
     assert load_gleellm(out / "model").processor.tokenizer.pad_token == "[PAD]"
 
 
+def test_tensorboard_receives_the_losses(tmp_path):
+    pytest.importorskip("tensorboard")
+    run(one_process(write_config(tmp_path, steps=2, export=False, report_to=["tensorboard"])))
+    assert list((tmp_path / "run" / "gleekit-mllm").glob("events.out.tfevents.*"))
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_with_double_accumulation(tmp_path):
     (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
