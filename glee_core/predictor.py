@@ -74,7 +74,9 @@ class GleePredictor:
                 each prompt then returns its best object whose mask covers no background point, or
                 nothing when every candidate does.
             score_threshold: drop detections scoring below it.
-            topk: keep at most this many detections (highest scores first).
+            topk: keep at most this many detections (highest scores first). Category prompts return up to
+                the model's ``test_topk`` (the official count) by default; a larger ``topk`` keeps that many
+                (query, class) pairs instead (e.g. 300 for LVIS).
             nms_iou: if given, class-agnostic NMS at this IoU.
 
         Returns one :class:`Detections` for a single image, else a list. Boxes are xyxy float32 in
@@ -87,7 +89,8 @@ class GleePredictor:
         if len(arrays) > MAX_BATCH_IMAGES:
             raise ValueError(f"{len(arrays)} images in one call; at most {MAX_BATCH_IMAGES}, split the list")
         if isinstance(prompt, Categories):
-            results = self._predict_text(arrays, categories=list(prompt.names), label_names=list(prompt.names))
+            results = self._predict_text(arrays, categories=list(prompt.names), label_names=list(prompt.names),
+                                         candidates=topk)
         elif isinstance(prompt, Expression):
             results = self._predict_text(arrays, expressions=[prompt.normalized] * len(arrays),
                                          label_names=[prompt.text])
@@ -228,10 +231,12 @@ class GleePredictor:
         return Tracks(results)
 
     # ------------------------------------------------------------------ internals
-    def _predict_text(self, arrays: list[np.ndarray], *, label_names: list[str], categories=None, expressions=None) -> list[Detections]:
+    def _predict_text(self, arrays: list[np.ndarray], *, label_names: list[str], categories=None, expressions=None,
+                      candidates: int | None = None) -> list[Detections]:
+        """``candidates``: (query, class) pairs kept per image when more than the official ``test_topk``."""
         batch = processing.preprocess(arrays, self.spec, device=self.model.device)
         out = self.model(batch.tensor, categories=categories, expressions=expressions)
-        topk = 1 if expressions is not None else self.model.config.test_topk
+        topk = 1 if expressions is not None else max(self.model.config.test_topk, candidates or 0)
         results = []
         for i, (image_size, original) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
             crop = processing.valid_region(image_size, original, self.spec.lsj)

@@ -2,7 +2,7 @@
 
 Run as COCO (:class:`eval.benchmarks.coco.DetectionBenchmark`): one image per sample, every category name as in
 the file is a prompt (GLEE's official LVIS evaluation prompts the raw names too), ``topk`` detections per image
-(LVIS counts 300; the predictor cannot return more than its ``test_topk``).
+(LVIS counts 300; the predictor keeps that many (query, class) pairs, more than the presets' ``test_topk``).
 """
 from __future__ import annotations
 

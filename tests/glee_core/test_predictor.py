@@ -153,6 +153,11 @@ def test_score_threshold_topk_and_nms(predictor: GleePredictor):
     np.testing.assert_array_equal(top.scores, full.scores[:5])
     np.testing.assert_array_equal(top.masks, full.masks[:5])
 
+    more = predictor.predict(image, prompt, topk=len(full) + 7)  # beyond test_topk (LVIS keeps 300)
+    assert len(more) == len(full) + 7 and (np.diff(more.scores) <= 0).all()
+    pairs = lambda d: set(zip(d.query_index.tolist(), d.labels.tolist()))  # noqa: E731
+    assert pairs(full) < pairs(more)  # the official candidates, plus the next-best (query, class) pairs
+
     iou = 0.5
     nms = predictor.predict(image, prompt, nms_iou=iou)
     assert 0 < len(nms) < len(full)
