@@ -126,3 +126,11 @@ def load_results(path: str | Path) -> list[dict]:
     if not data:
         raise PredictionError(f"{path} contains no predictions (an empty list)")
     return data
+
+
+def group_results(results: list[dict], key: str, ids: list[int]) -> list[list[dict]]:
+    """Checked ``results`` split into one list per id of ``ids`` (by ``record[key]``), in the order of ``ids``."""
+    groups: dict[int, list[dict]] = {i: [] for i in ids}
+    for result in results:
+        groups[result[key]].append(result)
+    return list(groups.values())

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from eval.benchmarks.refer import ReferRecord, referring_result
+from eval.benchmarks.refer import ReferRecord, refer_record, referring_result
 from eval.coco_metrics import coco_scores
 from eval.models import EvalModel
 from eval.runner import Benchmark, EvalResult, run_benchmark
-from eval.segmentation_metrics import intersection_union
-from glee_core.mask_ops import box_iou, encode_rles, interior_point, mask_iou
+from glee_core.mask_ops import encode_rles, interior_point, mask_iou
 from glee_core.structures import Categories, VisualPrompt
 from train.data.shapeworld import CATEGORY_NAMES, generate_scene, referring_expressions, scene_seed
 
@@ -76,9 +75,7 @@ class ShapeworldBenchmark(Benchmark):
         if expressions:
             ref = expressions[rng.integers(len(expressions))]
             target = scene.objects[ref.target]
-            box, mask = model.refer(scene.image, ref.text)
-            hit = 0.0 if box is None else float(box_iou(np.asarray(box, np.float32)[None], target.box[None])[0, 0])
-            refer = ReferRecord(index, hit, *intersection_union(mask, target.mask))
+            refer = refer_record(model, scene.image, ref.text, target.box, target.mask, index)
 
         target = scene.objects[rng.integers(len(scene.objects))]
         prompts = {"box": VisualPrompt(boxes=target.box[None]),

@@ -16,7 +16,7 @@ from typing import Any
 from eval.coco_metrics import IOU_TYPES, CocoScores, check_iou_type, coco_scores
 from eval.layout import first_existing
 from eval.models import EvalModel
-from eval.predictions import check_results
+from eval.predictions import check_results, group_results
 from eval.runner import Benchmark, EvalResult
 from glee_core.structures import Categories
 from train.data.readers import read_coco
@@ -69,10 +69,7 @@ class DetectionBenchmark(Benchmark):
     def records_from_predictions(self, predictions: Any) -> list[list[dict[str, Any]]]:
         """A results list (checked against the whole annotation file) grouped into per-image records."""
         check_results(predictions, self.ground_truth, need_masks="segm" in self.iou_types)
-        by_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id, _ in self.images}
-        for result in predictions:
-            by_image[result["image_id"]].append(result)
-        return list(by_image.values())
+        return group_results(predictions, "image_id", [image_id for image_id, _ in self.images])
 
     def ground_truth_of_first(self, count: int) -> dict:
         """The annotation dict restricted to the first ``count`` images (a ``--limit`` run scores only those)."""

@@ -62,10 +62,7 @@ class ReferBenchmark(Benchmark):
         image = load_image(ref.image.path)
         height, width = image.shape[:2]
         target = ref.image.instances[0]
-        box, mask = model.refer(image, sentence)
-        hit_iou = 0.0 if box is None else float(box_iou(np.asarray(box, np.float32)[None], target.box[None])[0, 0])
-        i, u = intersection_union(mask, target.mask(height, width))
-        return ReferRecord(int(sent_id), hit_iou, i, u)
+        return refer_record(model, image, sentence, target.box, target.mask(height, width), int(sent_id))
 
     def score(self, records: list[ReferRecord]) -> EvalResult:
         return referring_result(records)
@@ -73,6 +70,15 @@ class ReferBenchmark(Benchmark):
     def settings(self) -> dict[str, Any]:
         return {"data_root": str(self.data_root), "dataset": self.dataset, "split_by": self.split_by,
                 "split": self.split, "rec_iou_threshold": 0.5}
+
+
+def refer_record(model: EvalModel, image: np.ndarray, text: str, box: np.ndarray, mask: np.ndarray,
+                 sample_id: int) -> ReferRecord:
+    """Ask ``model`` for the object ``text`` describes and compare with the truth (``box`` [4] xyxy, ``mask``
+    bool [H, W]): no predicted box counts as box IoU 0."""
+    found_box, found_mask = model.refer(image, text)
+    hit = 0.0 if found_box is None else float(box_iou(np.asarray(found_box, np.float32)[None], box[None])[0, 0])
+    return ReferRecord(sample_id, hit, *intersection_union(found_mask, mask))
 
 
 def referring_result(records: list[ReferRecord]) -> EvalResult:

@@ -12,6 +12,7 @@ from typing import Any
 
 from eval.layout import first_existing
 from eval.models import EvalModel
+from eval.predictions import group_results
 from eval.runner import Benchmark, EvalResult
 from eval.ytvis_metrics import AREA_RANGES, check_ytvis_results, ytvis_scores
 from glee_core.structures import Categories
@@ -62,10 +63,7 @@ class YtvisBenchmark(Benchmark):
     def records_from_predictions(self, predictions: Any) -> list[list[dict[str, Any]]]:
         """A submission list (checked against the annotation file) grouped into per-video records."""
         check_ytvis_results(predictions, self.ground_truth)
-        by_video: dict[int, list[dict[str, Any]]] = {video.video_id: [] for video in self.videos}
-        for result in predictions:
-            by_video[result["video_id"]].append(result)
-        return list(by_video.values())
+        return group_results(predictions, "video_id", [video.video_id for video in self.videos])
 
     def score(self, records: list[list[dict[str, Any]]]) -> EvalResult:
         """Track AP of the first ``len(records)`` videos (the ground truth of the others is left out)."""
