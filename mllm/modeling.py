@@ -373,10 +373,20 @@ class GleeLLM(nn.Module):
     @torch.no_grad()
     def objects(self, image: ImageSource) -> Detections:
         """GLEE's K object proposals of ``image`` as the LLM sees them (row k = ``<objk>``), with masks."""
+        glee_batch = self._object_batch(image)
+        return self._object_detections(self.propose(glee_batch), glee_batch)
+
+    @torch.no_grad()
+    def object_tokens(self, image: ImageSource) -> ObjectTokens:
+        """The object tokens' content of one image ([1, K, ...], on CPU), to precompute a frozen GLEE's proposals
+        for training batches (``collate(objects=...)``)."""
+        tokens = self.propose(self._object_batch(image))
+        return ObjectTokens(*(getattr(tokens, name).cpu() for name in ObjectTokens.FIELDS))
+
+    def _object_batch(self, image: ImageSource) -> processing.ImageBatch:
         if self.object_projector is None:
             raise ValueError("this model has no object tokens (config.num_objects = 0)")
-        glee_batch = processing.preprocess([load_image(image)], self.glee.config.input)
-        return self._object_detections(self.propose(glee_batch), glee_batch)
+        return processing.preprocess([load_image(image)], self.glee.config.input)
 
     def _object_detections(self, objects: ObjectTokens, glee_batch: processing.ImageBatch) -> Detections:
         names = [f"obj{k}" for k in range(len(objects.scores[0]))]

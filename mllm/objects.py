@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +41,11 @@ class ObjectTokens:
     @staticmethod
     def cat(parts: list["ObjectTokens"]) -> "ObjectTokens":
         return ObjectTokens(*(torch.cat([getattr(p, name) for p in parts]) for name in ObjectTokens.FIELDS))
+
+    def pixel_boxes(self, height: int, width: int) -> np.ndarray:
+        """xyxy pixel boxes [K, 4] of the first image's objects, for an image of ``height`` x ``width``."""
+        scale = self.boxes.new_tensor([width, height, width, height])
+        return (box_cxcywh_to_xyxy(self.boxes[0].float()) * scale).cpu().numpy()
 
 
 def region_features(mask_logits: torch.Tensor, mask_features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@ Nothing here downloads: the tokenizer is trained on the given texts with the ``t
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+import torch
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -25,7 +27,11 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
+from glee_core.modeling.text_encoder import encode_categories
 from mllm.prompting import IMAGE_TOKEN
+
+if TYPE_CHECKING:
+    from mllm.modeling import GleeLLM
 
 BASE_SPECIALS = ["[UNK]", "[PAD]", "<s>", "</s>"]
 
@@ -110,3 +116,21 @@ def tiny_gemma3(tokenizer: PreTrainedTokenizerFast, *, image_size: int = 32, pat
     image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
     processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=image_tokens)
     return Gemma3ForConditionalGeneration(config), processor
+
+
+@torch.no_grad()
+def init_word_embeddings(model: "GleeLLM") -> None:
+    """Start each word's LLM embedding from GLEE's own text tower: the word's class embedding (what GLEE grounds
+    the word as), through a fixed random orthogonal map to the LLM width, at the embeddings' scale. A random-init
+    LLM then begins with words GLEE can ground, instead of learning their meaning from scratch."""
+    tokenizer, embedding = model.processor.tokenizer, model.vlm.get_input_embeddings().weight
+    words = [(token, index) for token, index in tokenizer.get_vocab().items()
+             if token.isalpha() and index not in tokenizer.all_special_ids]
+    glee = model.glee
+    ids, mask = glee._tokenize([word for word, _ in words])
+    classes = encode_categories(glee.text_encoder, glee.lang_projection, ids, mask).class_embeddings
+    classes = (classes - classes.mean(0)) / classes.std(0).clamp(min=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(embedding.shape[1], classes.shape[1], generator=generator))[0]
+    rows = torch.tensor([index for _, index in words])
+    embedding[rows] = (classes @ basis.T * embedding.std()).to(embedding.dtype)

@@ -109,34 +109,6 @@ def train_mllm(
                f"{result.model_dir or 'not exported (schedule unfinished or export off)'}")
 
 
-@train_app.command("mllm-shapeworld")
-def train_mllm_shapeworld(
-    output_dir: Path = typer.Option(Path("runs/mllm-shapeworld"), help="Where the model, history.json and the loss "
-                                                                       "curve go."),
-    steps: int = typer.Option(1600, min=1, help="Optimizer steps."),
-    glee_from_step: int = typer.Option(1000, min=0, help="Steps of token CE + pointer loss only before the "
-                                                       "[SEG] masks go through GLEE."),
-    train_scenes: int = typer.Option(800, min=1, help="Training scenes (shapeworld train split)."),
-    batch_size: int = typer.Option(16, min=1, help="Conversations per step."),
-    seed: int = typer.Option(0, help="Scene and initialisation seed."),
-    init_from: Path | None = typer.Option(None, help="Continue from a saved GleeLLM folder."),
-) -> None:
-    """Train the tiny GLEE-LLM of the learning proof (random tiny LLaVA + frozen nano GLEE) on shapeworld
-    reasoning, referring, two-object and region-captioning conversations."""
-    import torch
-
-    from train.curves import save_loss_curve
-    from train.mllm.shapeworld import MllmRecipe, train
-
-    torch.manual_seed(seed)
-    recipe = MllmRecipe(train_scenes=train_scenes, steps=steps, batch_size=batch_size, seed=seed,
-                        glee_from_step=glee_from_step)
-    _, history = train(recipe, output_dir, init_from=init_from)
-    curve = save_loss_curve(output_dir / "loss_curve.png", [(row["step"], row["loss"]) for row in history],
-                            title="GLEE-LLM training loss (CE + mask + select + pointer)")
-    typer.echo(f"trained {steps} steps; model: {output_dir}; loss curve: {curve}")
-
-
 def finetune(
     data: Path = typer.Option(..., exists=True, dir_okay=False, help="COCO-format instances json of your data."),
     images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder the json's file_names are in."),

@@ -13,6 +13,7 @@ from typing import Any
 from train.config_io import YamlConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SCHEDULES = ("warmup_decay", "cosine", "constant")
 TRACKERS = ("tensorboard", "wandb")  # accelerate's trackers; the package (tensorboard / wandb) is the user's to install
 
 
@@ -32,13 +33,15 @@ class LoraSection:
 @dataclass
 class TinyVlmSection:
     """The random-weight tiny LLaVA built when ``model.vlm`` is ``tiny``; its word tokenizer is trained on the
-    texts of the first ``vocab_samples`` training samples."""
+    texts of the first ``vocab_samples`` training samples. ``init_word_embeddings``: start each word's embedding
+    from GLEE's text tower (:func:`mllm.tiny.init_word_embeddings`)."""
 
     image_size: int = 64
     hidden: int = 64
     layers: int = 2
     heads: int = 2
     vocab_samples: int = 200
+    init_word_embeddings: bool = False
 
 
 @dataclass
@@ -47,15 +50,21 @@ class ModelSection:
     or an official checkpoint file with ``glee_preset`` (lite-r50, plus-swinl, pro-eva02l);
     ``init``: a saved GleeLLM folder to continue from (then ``vlm`` / ``glee`` are not used). ``bits``: load the
     VLM in 4 or 8 bits (QLoRA; needs ``lora.enabled``). ``glee_policy``: frozen / lora / full.
-    ``train_mask_prompts``: at most this many ``[SEG]`` per micro-batch go through GLEE (None: all)."""
+    ``object_categories``: the category prompt GLEE proposes the ``num_objects`` object tokens with (None: the
+    model default, "object").
+    ``train_mask_prompts``: at most this many ``[SEG]`` per micro-batch go through GLEE (None: all);
+    ``glee_from_step``: before this optimizer step none does (token CE and the cheap pointer loss only: the LLM
+    first learns which object a question means)."""
 
     vlm: str = "tiny"
     glee: str = "nano"
     glee_preset: str | None = None
     init: str | None = None
     num_objects: int = 10
+    object_categories: list[str] | None = None
     glee_policy: str = "frozen"
     train_mask_prompts: int | None = None
+    glee_from_step: int = 0
     max_length: int = 512
     system_prompt: str | None = None
     bits: int | None = None
@@ -76,12 +85,14 @@ class MixtureSection:
 @dataclass
 class DataSection:
     """``source``: ``shapeworld`` (synthetic conversations made in-process from ``scenes`` train scenes of
-    ``kinds``) or ``mixture`` (files on disk, see :class:`MixtureSection`)."""
+    ``kinds`` — reasoning, referring, pair, caption — drawn at ``kind_rates``, uniformly when empty) or
+    ``mixture`` (files on disk, see :class:`MixtureSection`)."""
 
     source: str = "shapeworld"
     seed: int = 0
     scenes: int = 200
     kinds: list[str] = field(default_factory=lambda: ["reasoning", "referring", "pair"])
+    kind_rates: dict[str, float] = field(default_factory=dict)
     mixture: MixtureSection = field(default_factory=MixtureSection)
 
 
@@ -99,8 +110,9 @@ class ValidationSection:
 
 @dataclass
 class OptimSection:
-    """AdamW; ``schedule``: ``warmup_decay`` (DeepSpeed's WarmupDecayLR: linear 0 -> lr over ``warmup_steps``,
-    then linear to 0 at the last step) or ``constant`` (after the warm-up)."""
+    """AdamW; ``schedule`` after a linear warm-up over ``warmup_steps``: ``warmup_decay`` (DeepSpeed's
+    WarmupDecayLR: linear to 0 at the last step), ``cosine`` (to ``min_lr_ratio`` × lr at the last step) or
+    ``constant``."""
 
     lr: float = 3e-4
     weight_decay: float = 0.0
@@ -108,6 +120,7 @@ class OptimSection:
     grad_clip: float = 1.0
     warmup_steps: int = 100
     schedule: str = "warmup_decay"
+    min_lr_ratio: float = 0.0
 
 
 @dataclass
@@ -148,8 +161,12 @@ class MllmTrainConfig(YamlConfig):
             raise ValueError(f"report_to: unknown trackers {unknown}; use any of {list(TRACKERS)} (off by default)")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.optim.schedule not in ("warmup_decay", "constant"):
-            raise ValueError(f"optim.schedule must be warmup_decay or constant, got {self.optim.schedule!r}")
+        if self.optim.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {list(SCHEDULES)}, got {self.optim.schedule!r}")
+        if not 0 <= self.optim.min_lr_ratio <= 1:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}")
+        if self.model.glee_from_step < 0:
+            raise ValueError(f"model.glee_from_step must be >= 0, got {self.model.glee_from_step}")
         if self.data.source not in ("shapeworld", "mixture"):
             raise ValueError(f"data.source must be shapeworld or mixture, got {self.data.source!r}")
         if self.model.bits not in (None, 4, 8):

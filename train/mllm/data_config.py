@@ -6,27 +6,42 @@ from functools import lru_cache
 
 import numpy as np
 
+from mllm.objects import ObjectTokens
 from train.data.shapeworld import generate_scene, scene_seed
-from train.data.shapeworld.chat import scene_chats
+from train.data.shapeworld.chat import KINDS, scene_chats
 from train.data.shapeworld.scene import Scene
 from train.mllm.config import DataSection, MixtureSection
-from train.mllm.samples import MllmSample, SampleSource
+from train.mllm.samples import MllmSample, Proposer, SampleSource
 
 
 class ShapeworldChats:
-    """Sample ``i``: one conversation (of ``kinds``) about train scene ``i mod scenes``, chosen by
-    ``default_rng([seed, i])``; images uint8 [H, W, 3], one mask per ``[SEG]``."""
+    """Sample ``i``: one conversation about train scene ``i mod scenes``, drawn by ``default_rng([seed, i])``:
+    first a kind (of ``kinds``, at ``kind_rates``; uniform over the scene's conversations when no rates are
+    given), then a conversation of that kind. Images uint8 [H, W, 3], one mask per ``[SEG]``.
+
+    With the model's proposer (:meth:`use_proposer`; the trainer attaches it when GLEE is frozen) samples carry
+    their scene's object tokens, computed once per scene, and ``caption`` conversations ask about those
+    proposals ("What is <obj3>?"). Without one, captions cite the ground-truth objects by index (enough to
+    build a vocabulary, not to train on).
+    """
 
     name = "shapeworld"
 
-    def __init__(self, scenes: int, kinds: list[str], seed: int = 0, split: str = "train"):
+    def __init__(self, scenes: int, kinds: list[str], seed: int = 0, split: str = "train",
+                 kind_rates: dict[str, float] | None = None):
         if scenes < 1:
             raise ValueError(f"data.scenes must be >= 1, got {scenes}")
-        known = ("reasoning", "referring", "pair")
-        if not kinds or any(k not in known for k in kinds):
-            raise ValueError(f"data.kinds must be a non-empty subset of {list(known)}, got {kinds}")
-        self.scenes, self.kinds, self.seed, self.split = scenes, list(kinds), seed, split
+        if not kinds or any(k not in KINDS for k in kinds):
+            raise ValueError(f"data.kinds must be a non-empty subset of {list(KINDS)}, got {kinds}")
+        rates = dict(kind_rates or {})
+        if unknown := [k for k in rates if k not in kinds]:
+            raise ValueError(f"data.kind_rates names kinds {unknown} that are not in data.kinds {kinds}")
+        if any(v < 0 for v in rates.values()) or (rates and not any(v > 0 for v in rates.values())):
+            raise ValueError(f"data.kind_rates must be >= 0 with at least one > 0, got {rates}")
+        self.scenes, self.kinds, self.seed, self.split, self.kind_rates = scenes, list(kinds), seed, split, rates
         self._scene = lru_cache(maxsize=256)(self._make_scene)
+        self._propose: Proposer | None = None
+        self._objects: dict[int, ObjectTokens] = {}
 
     def __len__(self) -> int:
         return self.scenes
@@ -34,18 +49,45 @@ class ShapeworldChats:
     def _make_scene(self, index: int) -> Scene:
         return generate_scene(scene_seed(self.split, index, self.seed), split=self.split)
 
+    @property
+    def needs_proposer(self) -> bool:
+        return "caption" in self.kinds
+
+    def use_proposer(self, propose: Proposer) -> None:
+        """Cite (and carry) the object tokens ``propose(image)`` gives: a frozen GLEE's, computed once a scene."""
+        self._propose, self._objects = propose, {}
+
+    def _scene_objects(self, index: int, scene: Scene) -> ObjectTokens | None:
+        if self._propose is None:
+            return None
+        if index not in self._objects:
+            self._objects[index] = self._propose(scene.image)
+        return self._objects[index]
+
     def sample(self, index: int) -> MllmSample:
         if index < 0:
             raise IndexError(f"shapeworld: sample index must be >= 0, got {index}")
         scene_index = index % self.scenes
         scene = self._scene(scene_index)
+        objects = self._scene_objects(scene_index, scene)
+        boxes = None
+        if self.needs_proposer:
+            boxes = (objects.pixel_boxes(*scene.image.shape[:2]) if objects is not None
+                     else np.stack([o.box for o in scene.objects]))
         rng = np.random.default_rng([self.seed, index])
-        chats = [c for c in scene_chats(scene, rng) if c.kind in self.kinds]
-        if not chats:  # a scene without a conversation of these kinds: the next scene's
+        chats = [c for c in scene_chats(scene, rng, boxes) if c.kind in self.kinds]
+        present = sorted({c.kind for c in chats}, key=self.kinds.index)
+        if self.kind_rates:
+            present = [k for k in present if self.kind_rates.get(k, 0) > 0]
+        if not present:  # a scene without a conversation of these kinds: the next scene's
             return self.sample(index + 1)
+        if self.kind_rates:
+            weights = np.array([self.kind_rates[k] for k in present])
+            kind = present[int(rng.choice(len(present), p=weights / weights.sum()))]
+            chats = [c for c in chats if c.kind == kind]
         chat = chats[int(rng.integers(len(chats)))]
         return MllmSample(scene.image, list(chat.turns), list(chat.masks), self.name,
-                          {"scene": scene_index, "kind": chat.kind, **chat.meta})
+                          {"scene": scene_index, "kind": chat.kind, **chat.meta}, objects)
 
 
 def _sem_seg(name: str, seed: int, images_dir: str, labels_dir: str, classes: str, class_layout: str = "ade20k",
@@ -103,5 +145,5 @@ def mixture_from_config(section: MixtureSection, seed: int) -> SampleSource:
 def source_from_config(data: DataSection) -> SampleSource:
     """The training :class:`SampleSource` of a config's ``data`` section."""
     if data.source == "shapeworld":
-        return ShapeworldChats(data.scenes, data.kinds, data.seed)
+        return ShapeworldChats(data.scenes, data.kinds, data.seed, kind_rates=data.kind_rates)
     return mixture_from_config(data.mixture, data.seed)

@@ -13,6 +13,7 @@ At the end the model is exported (LoRA merged, reload verified) to ``output_dir/
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import json
 import math
@@ -33,7 +34,7 @@ from mllm.modeling import GleeLLM
 from train.checkpointing import STATE_NAME, load_trainer_state, save_atomically
 from train.curves import save_loss_curve
 from train.mllm.config import MllmTrainConfig
-from train.mllm.samples import MllmSample, SampleSource
+from train.mllm.samples import MllmSample, ProposalConsumer, SampleSource
 
 TERMS = ("ce", "mask_bce", "mask_dice", "select", "pointer")
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -89,14 +90,17 @@ def deepspeed_config(config: MllmTrainConfig) -> dict | None:
 
 def lr_factor(config: MllmTrainConfig) -> Callable[[int], float]:
     """Multiplier of ``optim.lr`` after ``step`` optimizer steps (DeepSpeed's WarmupDecayLR, linear warm-up)."""
-    warmup, total = config.optim.warmup_steps, config.steps
+    warmup, total, floor = config.optim.warmup_steps, config.steps, config.optim.min_lr_ratio
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if config.optim.schedule == "constant":
             return 1.0
-        return max(0.0, (total - step) / max(1, total - warmup))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if config.optim.schedule == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return max(0.0, 1 - progress)
 
     return factor
 
@@ -108,16 +112,20 @@ def sample_indices(step: int, rank: int, world: int, micro: int, batch_size: int
 
 
 def make_batch(model: GleeLLM, samples: list[MllmSample]) -> GleeLLMBatch:
-    """Tokenize and collate samples into one training batch (labels and one mask target per ``[SEG]``)."""
+    """Tokenize and collate samples into one training batch (labels and one mask target per ``[SEG]``; the
+    samples' precomputed object tokens when every one carries them)."""
     conversations = [model.encode(s.image, s.turns) for s in samples]
+    objects = [s.objects for s in samples]
     return collate(conversations, [s.image for s in samples], model.glee.config.input,
                    model.processor.tokenizer.pad_token_id, seg_masks=[s.masks for s in samples],
+                   objects=objects if all(o is not None for o in objects) else None,
                    meta=[{"source": s.source, **s.meta} for s in samples])
 
 
-def build_model(config: MllmTrainConfig, source: SampleSource) -> GleeLLM:
+def build_model(config: MllmTrainConfig, source: SampleSource, tokenizer=None) -> GleeLLM:
     """The model a config trains, identical in every process (seeded): a saved GleeLLM (``model.init``) or the
-    VLM + GLEE it names, then 4/8-bit preparation, LoRA on the language model and gradient checkpointing."""
+    VLM + GLEE it names, then 4/8-bit preparation, LoRA on the language model and gradient checkpointing.
+    ``tokenizer``: the tiny VLM's tokenizer to reuse (default: a word tokenizer trained on the source's texts)."""
     from adapters.lora import apply_lora, llm_lora_config
     from adapters.quantization import prepare_for_kbit_lora
     from glee_core.modeling.glee import GleeModel
@@ -130,13 +138,19 @@ def build_model(config: MllmTrainConfig, source: SampleSource) -> GleeLLM:
         model = load_gleellm(section.init)
         model.config.train_mask_prompts = section.train_mask_prompts
     else:
-        vlm, processor = _base_vlm(config, source)
+        vlm, processor = _base_vlm(config, source, tokenizer)
         extra = {} if section.system_prompt is None else {"system_prompt": section.system_prompt}
+        if section.object_categories is not None:
+            extra["object_categories"] = list(section.object_categories)
         settings = GleeLLMConfig(num_objects=section.num_objects, glee_policy=section.glee_policy,
                                  train_mask_prompts=section.train_mask_prompts, max_length=section.max_length,
                                  base_vlm=None if section.vlm == "tiny" else section.vlm, base_glee=section.glee,
                                  **extra)
         model = GleeLLM.build(vlm, processor, GleeModel.from_pretrained(section.glee, preset=section.glee_preset), settings)
+        if section.vlm == "tiny" and section.tiny.init_word_embeddings:
+            from mllm.tiny import init_word_embeddings
+
+            init_word_embeddings(model)
     if section.bits:
         model.vlm = prepare_for_kbit_lora(model.vlm)
     lora = section.lora
@@ -149,16 +163,18 @@ def build_model(config: MllmTrainConfig, source: SampleSource) -> GleeLLM:
     return model
 
 
-def _base_vlm(config: MllmTrainConfig, source: SampleSource):
+def _base_vlm(config: MllmTrainConfig, source: SampleSource, tokenizer=None):
     section = config.model
     if section.vlm == "tiny":
         from mllm.tiny import tiny_llava, word_tokenizer
 
         tiny = section.tiny
-        texts = ["USER: ASSISTANT:"] + [text for i in range(min(tiny.vocab_samples, len(source)))
-                                        for turn in source.sample(i).turns for text in turn]
-        return tiny_llava(word_tokenizer(texts), image_size=tiny.image_size, hidden=tiny.hidden,
-                          layers=tiny.layers, heads=tiny.heads)
+        if tokenizer is None:
+            texts = ["USER: ASSISTANT:"] + [text for i in range(tiny.vocab_samples)
+                                            for turn in source.sample(i).turns for text in turn]
+            tokenizer = word_tokenizer(texts)
+        return tiny_llava(tokenizer, image_size=tiny.image_size, hidden=tiny.hidden, layers=tiny.layers,
+                          heads=tiny.heads)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from adapters.quantization import DEFAULT_SKIP_MODULES, quantization_config
@@ -198,6 +214,18 @@ def whole_parameters():
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
+def attach_proposer(source: SampleSource, model: GleeLLM) -> None:
+    """Give a :class:`ProposalConsumer` source the model's object proposer (a frozen GLEE proposes the same every
+    step, so samples carry them precomputed); refuse one whose conversations need proposals the model lacks."""
+    if not isinstance(source, ProposalConsumer):
+        return
+    if model.object_projector is not None and model.frozen_glee:
+        source.use_proposer(model.object_tokens)
+    elif source.needs_proposer:
+        raise ValueError("caption conversations cite GLEE's proposals: they need object tokens "
+                         "(model.num_objects > 0) and a frozen GLEE (model.glee_policy: frozen)")
+
+
 def checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints of a run (``checkpoint-<step>`` with a trainer state), oldest first."""
     found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
@@ -221,8 +249,9 @@ class MllmTrainer:
         if ds is not None:
             prepare_single_process_env()
             kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds)
-        if not torch.cuda.is_available():  # CPU: gloo, and accelerate's CPU mode unless DeepSpeed runs it
-            kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+        if not torch.cuda.is_available():  # CPU: gloo when distributed, accelerate's CPU mode unless DeepSpeed runs
+            if ds is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
             kwargs["cpu"] = ds is None
         mixed = "no" if ds is not None or not use_bf16(config) else "bf16"
         if config.report_to:
@@ -244,6 +273,7 @@ class MllmTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if glee is not None:
             glee.to(self.accelerator.device)
+        attach_proposer(source, self.unwrapped)
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.step = 0
         self.history: list[dict] = []
@@ -368,6 +398,8 @@ class MllmTrainer:
         rank, world = acc.process_index, acc.num_processes
         started = time.perf_counter()
         rows, tokens = [], 0
+        self.unwrapped.config.train_mask_prompts = (config.model.train_mask_prompts
+                                                     if self.step >= config.model.glee_from_step else 0)
         for micro in range(config.grad_accum):
             torch.manual_seed(hash((config.seed, self.step, rank * config.grad_accum + micro)) % 2**63)
             indices = sample_indices(self.step, rank, world, micro, config.batch_size, config.grad_accum)
@@ -432,7 +464,7 @@ class MllmTrainer:
         model_dir = self.output_dir / "model"
         if acc.is_main_process:
             with whole_parameters():  # the fresh model and the verifying reload: whole tensors under ZeRO-3 too
-                fresh = build_model(self.config, self.source)
+                fresh = build_model(self.config, self.source, copy.deepcopy(self.unwrapped.processor.tokenizer))
                 missing, unexpected = fresh.load_state_dict(
                     {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
                 if unexpected or any(not k.startswith("glee.") for k in missing):  # a detached GLEE: from config

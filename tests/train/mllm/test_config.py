@@ -46,6 +46,28 @@ def test_recipes_load(name):
     assert "auto" not in str(ds)
 
 
+def test_proof_recipe_is_the_shipped_models_recipe():
+    from train.data.shapeworld import CATEGORY_NAMES
+
+    cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof.yaml")
+    assert deepspeed_config(cfg) is None and not cfg.model.lora.enabled
+    assert cfg.model.object_categories == list(CATEGORY_NAMES)
+    assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.data.scenes) == (1600, 16, 1000, 800)
+    assert set(cfg.data.kind_rates) == set(cfg.data.kinds) == {"reasoning", "referring", "pair", "caption"}
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    cfg = MllmTrainConfig.from_dict({"steps": 110, "optim": {"warmup_steps": 10, "schedule": "cosine",
+                                                             "min_lr_ratio": 0.1}})
+    factor = lr_factor(cfg)
+    assert factor(0) == pytest.approx(0.1) and factor(10) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.55) and factor(110) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        MllmTrainConfig.from_dict({"optim": {"min_lr_ratio": 1.5}})
+    with pytest.raises(ValueError, match="glee_from_step"):
+        MllmTrainConfig.from_dict({"model": {"glee_from_step": -1}})
+
+
 def test_lisa_recipe_matches_reference():
     cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_lisa_7b.yaml")
     assert cfg.data.mixture.rates == {"sem_seg": 9, "refer_seg": 3, "vqa": 3, "reason_seg": 1}
