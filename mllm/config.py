@@ -28,6 +28,11 @@ class GleeLLMConfig:
     Attributes:
         num_objects: K object tokens (GLEE's top-K queries) placed after the image; 0 disables them.
         object_categories: the category prompt GLEE proposes objects with.
+        silhouette_size: each object token also carries its mask's shape inside its box, sampled on an S x S
+            grid (:func:`mllm.objects.mask_silhouettes`); 0 leaves it out.
+        object_mentions: a ``<objk>`` token in a question or answer also carries object k's content (added to
+            its embedding), so "What is <obj3>?" can be answered by reading the mention itself (as region
+            tokens do in All-Seeing / GPT4RoI), not only through the object list.
         seg_prompt_tokens: L GLEE prompt tokens made from each ``[SEG]`` state.
         max_seg_tokens: at most this many ``[SEG]`` per answer (more raise).
         glee_policy: ``frozen``, ``lora`` or ``full`` (see :mod:`adapters.freeze`).
@@ -44,6 +49,8 @@ class GleeLLMConfig:
 
     num_objects: int = 10
     object_categories: list[str] = field(default_factory=lambda: ["object"])
+    silhouette_size: int = 8
+    object_mentions: bool = True
     seg_prompt_tokens: int = 1
     max_seg_tokens: int = 8
     glee_policy: str = "frozen"
@@ -60,6 +67,8 @@ class GleeLLMConfig:
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
             self.loss = LossWeights(**self.loss)
+        if self.silhouette_size < 0:
+            raise ValueError(f"silhouette_size must be >= 0, got {self.silhouette_size}")
         if self.num_objects < 0 or self.seg_prompt_tokens < 1 or self.max_seg_tokens < 1:
             raise ValueError(f"need num_objects >= 0, seg_prompt_tokens >= 1 and max_seg_tokens >= 1, got "
                              f"{self.num_objects}, {self.seg_prompt_tokens}, {self.max_seg_tokens}")

@@ -99,7 +99,7 @@ class GleeLLM(nn.Module):
         self.vlm, self.processor, self.glee, self.config, self.token_ids = vlm, processor, glee, config, token_ids
         hidden = self.llm_hidden_size(vlm)
         self.seg_projector = SegProjector(hidden, glee.config.hidden_dim, config.seg_prompt_tokens)
-        region_dim = glee.pixel_decoder.mask_features.out_channels + 3
+        region_dim = glee.pixel_decoder.mask_features.out_channels + 3 + config.silhouette_size ** 2
         self.object_projector = ObjectProjector(glee.config.hidden_dim, hidden, region_dim) if config.num_objects else None
         self.pointer = PointerHead(hidden) if config.num_objects else None
         policy = GleePolicy(config.glee_policy)
@@ -147,7 +147,8 @@ class GleeLLM(nn.Module):
         """The object tokens' content for a GLEE image batch (no gradient into a frozen GLEE)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_glee):
             return propose_objects(self.glee, glee_batch.tensor.to(self.device), glee_batch.image_sizes,
-                                   list(self.config.object_categories), self.config.num_objects, features)
+                                   list(self.config.object_categories), self.config.num_objects, features,
+                                   self.config.silhouette_size)
 
     def segment(self, images: torch.Tensor, features: dict[str, torch.Tensor], image_index: torch.Tensor,
                 seg_hidden: torch.Tensor, pointed: torch.Tensor | None = None) -> SegCandidates:
@@ -172,22 +173,33 @@ class GleeLLM(nn.Module):
     # ------------------------------------------------------------------ LLM side
     @contextmanager
     def object_slots(self, contents: torch.Tensor | None) -> Iterator[None]:
-        """While active, the VLM's input embedding writes ``contents`` [B, K, H] into the ``<object>`` slots."""
+        """While active, the VLM's input embedding writes ``contents`` [B, K, H] into the ``<object>`` slots and,
+        with ``config.object_mentions``, adds content k to every ``<objk>`` token."""
         if contents is None:
             yield
             return
         slot_id, k = self.token_ids.object_slot, contents.shape[1]
+        refs = self.token_ids.object_refs[:k] if self.config.object_mentions else ()
 
         def fill(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            slots = args[0] == slot_id
-            if not bool(slots.any()):
+            ids = args[0]
+            slots = ids == slot_id
+            mentions = torch.full_like(ids, -1)
+            for index, token in enumerate(refs):
+                mentions[ids == token] = index
+            if not bool(slots.any()) and not bool((mentions >= 0).any()):
                 return output
-            counts = slots.sum(1)
-            if bool((counts != k).any()) or slots.shape[0] != contents.shape[0]:
-                raise ValueError(f"every sequence needs exactly {k} {'<object>'} slots for its {k} objects, got "
-                                 f"{counts.tolist()}")
+            if ids.shape[0] != contents.shape[0]:
+                raise ValueError(f"{ids.shape[0]} sequences for the object tokens of {contents.shape[0]} images")
             output = output.clone()
-            output[slots] = contents.reshape(-1, contents.shape[-1]).to(output.dtype)
+            if bool(slots.any()):
+                counts = slots.sum(1)
+                if bool((counts != k).any()):
+                    raise ValueError(f"every sequence needs exactly {k} {'<object>'} slots for its {k} objects, got "
+                                     f"{counts.tolist()}")
+                output[slots] = contents.reshape(-1, contents.shape[-1]).to(output.dtype)
+            rows, cols = (mentions >= 0).nonzero(as_tuple=True)
+            output[rows, cols] = output[rows, cols] + contents[rows, mentions[rows, cols]].to(output.dtype)
             return output
 
         handle = self.vlm.get_input_embeddings().register_forward_hook(fill)

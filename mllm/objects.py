@@ -23,8 +23,9 @@ class ObjectTokens:
         boxes: [B, K, 4] cxcywh in [0, 1] of the image region (padding excluded).
         scores: [B, K] best class probability of each query.
         mask_logits: [B, K, Hp/4, Wp/4] mask logits at stride 4 of the padded GLEE input.
-        regions: [B, K, mask_dim + 3] what lies under each mask: GLEE's per-pixel mask features and the
-            normalised RGB of the input, averaged with the mask probabilities as weights (region pooling).
+        regions: [B, K, mask_dim + 3 (+ S²)] what lies under each mask: GLEE's per-pixel mask features and the
+            normalised RGB of the input, averaged with the mask probabilities as weights (region pooling), then,
+            when asked for, the mask's S x S silhouette inside its box.
     """
 
     queries: torch.Tensor
@@ -55,6 +56,22 @@ def region_features(mask_logits: torch.Tensor, mask_features: torch.Tensor, imag
     pixels = torch.cat([mask_features, colour.to(mask_features.dtype)], dim=1).flatten(2)  # [B, C+3, hw]
     weights = mask_logits.sigmoid().flatten(2)  # [B, K, hw]
     return torch.einsum("bkp,bcp->bkc", weights, pixels) / weights.sum(-1, keepdim=True).clamp(min=1e-6)
+
+
+def mask_silhouettes(mask_logits: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Each mask's shape inside its own box: mask probabilities [B, K, h, w] sampled on a ``size`` x ``size`` grid
+    spanning the box (cxcywh [B, K, 4] in [0, 1] of the same frame; bilinear, like RoIAlign) -> [B, K, size²].
+    Position- and scale-free, so it tells a star from a pentagon where GLEE's query may not."""
+    b, k = mask_logits.shape[:2]
+    steps = (torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5) / size - 0.5  # cell centres
+    cx, cy, w, h = boxes.detach().unbind(-1)
+    xs = cx[..., None] + w[..., None] * steps  # [B, K, S] in [0, 1]
+    ys = cy[..., None] + h[..., None] * steps
+    grid = torch.stack(torch.broadcast_tensors(xs[..., None, :], ys[..., :, None]), dim=-1) * 2 - 1  # [B, K, S, S, 2]
+    probs = mask_logits.sigmoid().reshape(b * k, 1, *mask_logits.shape[-2:])
+    sampled = nn.functional.grid_sample(probs, grid.reshape(b * k, size, size, 2).to(probs.dtype),
+                                        align_corners=False)
+    return sampled.reshape(b, k, size * size)
 
 
 def to_image_frame(boxes: torch.Tensor, padded_size: tuple[int, int], image_sizes: list[tuple[int, int]]) -> torch.Tensor:
@@ -88,15 +105,20 @@ def distinct_topk(scores: torch.Tensor, boxes: torch.Tensor, k: int, iou: float 
 
 
 def propose_objects(glee: GleeModel, images: torch.Tensor, image_sizes: list[tuple[int, int]], categories: list[str],
-                    k: int, image_features: dict[str, torch.Tensor] | None = None) -> ObjectTokens:
-    """GLEE on normalised padded images [B, 3, Hp, Wp] with a category prompt; the top-``k`` distinct queries."""
+                    k: int, image_features: dict[str, torch.Tensor] | None = None, silhouette_size: int = 0
+                    ) -> ObjectTokens:
+    """GLEE on normalised padded images [B, 3, Hp, Wp] with a category prompt; the top-``k`` distinct queries.
+    Their ``regions`` end with the ``silhouette_size``² mask silhouette when it is > 0."""
     num_queries = glee.predictor.num_queries
     if not 0 < k <= num_queries:
         raise ValueError(f"num_objects must be in 1..{num_queries} (GLEE's query count), got {k}")
     out = glee(images, categories=categories, image_features=image_features)
     scores, index = distinct_topk(out.pred_logits.sigmoid().amax(-1), out.pred_boxes, k)
     gather = lambda t: t.gather(1, index.view(*index.shape, *[1] * (t.dim() - 2)).expand(-1, -1, *t.shape[2:]))
-    boxes = to_image_frame(gather(out.pred_boxes), (images.shape[-2], images.shape[-1]), image_sizes)
+    padded_boxes = gather(out.pred_boxes)
+    boxes = to_image_frame(padded_boxes, (images.shape[-2], images.shape[-1]), image_sizes)
     masks = gather(out.pred_masks)
     regions = region_features(masks, out.mask_features, images)
+    if silhouette_size:
+        regions = torch.cat([regions, mask_silhouettes(masks, padded_boxes, silhouette_size)], dim=-1)
     return ObjectTokens(gather(out.query_embeds), boxes.clamp(0, 1), scores, masks, regions)
