@@ -28,11 +28,12 @@ from pydantic import BaseModel, ValidationError
 from agents.errors import BadArgument, InternalError, Timeout, ToolError, TooLarge
 from agents.handles import HandleStore
 from agents.images import ImageResolver
-from agents.results import (ObjectRecord, object_infos, overlay_png, summarize_objects, summarize_tracks,
-                            track_infos)
-from agents.schemas import (DetectArgs, ImageResult, ReferArgs, SegmentArgs, TrackArgs, TrackResult,
-                            VisualPromptArgs, describe_validation_error)
+from agents.results import (ObjectRecord, numbered_overlay_png, object_infos, overlay_png, record_info,
+                            summarize_objects, summarize_selection, summarize_tracks, track_infos)
+from agents.schemas import (DetectArgs, ImageResult, MaskRLE, ReferArgs, SegmentArgs, SelectArgs, SelectResult,
+                            TrackArgs, TrackResult, VisualPromptArgs, describe_validation_error)
 from agents.settings import Access, Limits
+from glee_core.mask_ops import encode_rle
 from glee_core.structures import Categories, Detections, Expression, VisualPrompt
 
 logger = logging.getLogger("gleekit.agents")
@@ -60,7 +61,29 @@ TOOL_SPECS: dict[str, ToolSpec] = {spec.name: spec for spec in (
     ToolSpec("track", "Track objects of given categories, or the one object a phrase describes, through a video "
              "(a list of frames or a folder of frame images): per-frame boxes and masks with stable track ids.",
              TrackArgs, TrackResult),
+    ToolSpec("select", "Choose objects found earlier in an image by their handles (obj_N): returns them and the "
+             "union of their masks (COCO RLE) as the answer. With a numbered overlay, number k is the k-th object "
+             "of that result.", SelectArgs, SelectResult),
 )}
+
+
+def validate_arguments(args_model: type[BaseModel], arguments: Mapping[str, Any] | str | None) -> BaseModel:
+    """Raw arguments (a mapping, a JSON object string or None) → ``args_model`` (``BadArgument`` on any problem)."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except (json.JSONDecodeError, RecursionError):
+            raise BadArgument("the arguments are not valid JSON") from None
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, Mapping):
+        raise BadArgument(f"the arguments must be a JSON object, got {type(arguments).__name__}")
+    try:
+        return args_model.model_validate(dict(arguments))
+    except ValidationError as error:
+        raise BadArgument(describe_validation_error(error)) from None
+    except RecursionError:
+        raise BadArgument("the arguments are nested too deeply") from None
 
 
 @dataclass
@@ -83,7 +106,7 @@ class ToolOutcome:
 
 
 class GleeToolkit:
-    """Detect, segment, refer, prompt and track with a ``GleePredictor``, as typed tools.
+    """Detect, segment, refer, prompt, track and select with a ``GleePredictor``, as typed tools.
 
     Example::
 
@@ -106,7 +129,7 @@ class GleeToolkit:
         self.specs = dict(TOOL_SPECS)
         self._operations: dict[str, Callable[[Any, float], BaseModel]] = {
             "detect": self._detect, "segment": self._segment, "refer": self._refer,
-            "visual_prompt": self._visual_prompt, "track": self._track,
+            "visual_prompt": self._visual_prompt, "track": self._track, "select": self._select,
         }
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gleekit-tool")
 
@@ -125,6 +148,9 @@ class GleeToolkit:
 
     def track(self, **arguments: Any) -> TrackResult:
         return self._run("track", arguments)[0]
+
+    def select(self, **arguments: Any) -> SelectResult:
+        return self._run("select", arguments)[0]
 
     def overlay(self, handle: str) -> bytes:
         """The PNG bytes of an overlay handle (``ovl_N``)."""
@@ -151,21 +177,7 @@ class GleeToolkit:
         """Validate raw arguments for ``tool`` into its args model (``BadArgument`` on any problem)."""
         if not isinstance(tool, str) or tool not in self.specs:
             raise BadArgument(f"unknown tool {str(tool)[:60]!r}; tools are {sorted(self.specs)}")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except (json.JSONDecodeError, RecursionError):
-                raise BadArgument("the arguments are not valid JSON") from None
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, Mapping):
-            raise BadArgument(f"the arguments must be a JSON object, got {type(arguments).__name__}")
-        try:
-            return self.specs[tool].args_model.model_validate(dict(arguments))
-        except ValidationError as error:
-            raise BadArgument(describe_validation_error(error)) from None
-        except RecursionError:
-            raise BadArgument("the arguments are nested too deeply") from None
+        return validate_arguments(self.specs[tool].args_model, arguments)
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
@@ -211,16 +223,17 @@ class GleeToolkit:
             raise BadArgument(str(error)) from None
 
     def _image_result(self, tool: str, handle: str, image: np.ndarray, detections: Detections, max_objects: int,
-                      with_masks: bool, overlay: bool, nothing: str) -> ImageResult:
+                      with_masks: bool, overlay: str | None, nothing: str) -> ImageResult:
         num_found = len(detections)
         detections = detections.topk(min(max_objects, self.limits.max_objects))
         infos = object_infos(detections, with_masks)
         ids = [self.handles.add("obj", ObjectRecord(handle, o.label, o.score, tuple(o.box), o.mask)) for o in infos]
         infos = [info.model_copy(update={"id": i}) for info, i in zip(infos, ids)]
         overlay_handle = None
-        if overlay:
-            png = overlay_png(image, detections if with_masks else replace(detections, masks=None),
-                              names=[f"{o.id} {o.label} {o.score:.2f}" for o in infos])
+        if overlay is not None:
+            shown = detections if with_masks else replace(detections, masks=None)
+            png = numbered_overlay_png(image, shown) if overlay == "numbered" else \
+                overlay_png(image, shown, names=[f"{o.id} {o.label} {o.score:.2f}" for o in infos])
             overlay_handle = self.handles.add("ovl", png)
         height, width = image.shape[:2]
         where = f"{handle} ({width}x{height})"
@@ -234,7 +247,7 @@ class GleeToolkit:
         nothing = f"No {', '.join(map(repr, prompt.names[:5]))}{' …' if len(prompt) > 5 else ''} " \
                   f"with score >= {args.min_score:.2f}"
         return self._image_result("segment" if with_masks else "detect", handle, image, detections,
-                                  args.max_objects, with_masks, args.overlay, nothing)
+                                  args.max_objects, with_masks, args.overlay_kind, nothing)
 
     def _segment(self, args: SegmentArgs, deadline: float) -> ImageResult:
         return self._detect(args, deadline, with_masks=True)
@@ -246,7 +259,7 @@ class GleeToolkit:
         best = float(detections.scores[0]) if len(detections) else 0.0
         nothing = f"No object matches {args.expression!r} with score >= {args.min_score:.2f} (best {best:.2f})"
         return self._image_result("refer", handle, image, detections.filter(min_score=args.min_score), 1, True,
-                                  args.overlay, nothing)
+                                  args.overlay_kind, nothing)
 
     def _visual_prompt(self, args: VisualPromptArgs, deadline: float) -> ImageResult:
         if len(args.points) + len(args.boxes) > self.limits.max_prompts:
@@ -267,7 +280,30 @@ class GleeToolkit:
         names += [f"point {i}" for i, p in enumerate(args.points) if p.positive]
         detections = replace(detections, label_names=names)
         return self._image_result("visual_prompt", handle, image, detections, self.limits.max_objects, True,
-                                  args.overlay, "No object found under the prompts")
+                                  args.overlay_kind, "No object found under the prompts")
+
+    def _select(self, args: SelectArgs, deadline: float) -> SelectResult:
+        ids = list(dict.fromkeys(handle.strip() for handle in args.ids))
+        if len(ids) > self.limits.max_objects:
+            raise TooLarge(f"{len(ids)} objects in one selection; at most {self.limits.max_objects}")
+        handle = args.image.strip()
+        image = self.handles.get(handle, "img")
+        chosen = []
+        for object_id in ids:
+            record = self.object(object_id)
+            if record.image != handle:
+                raise BadArgument(f"{object_id!r} was found in {record.image}, not in {handle}; select objects of "
+                                  "the one image")
+            if record.mask is None:
+                raise BadArgument(f"{object_id!r} has no mask (it came from detect); segment or refer to it first")
+            chosen.append(record_info(object_id, record))
+        union = np.logical_or.reduce([mask for _, mask in chosen])
+        rle, area = encode_rle(union), int(np.count_nonzero(union))
+        infos = [info for info, _ in chosen]
+        height, width = image.shape[:2]
+        return SelectResult(image=handle, width=width, height=height, objects=infos, area=area,
+                            mask=MaskRLE(size=rle["size"], counts=rle["counts"]),
+                            summary=summarize_selection(f"{handle} ({width}x{height})", infos, area))
 
     def _track(self, args: TrackArgs, deadline: float) -> TrackResult:
         prompt = self._categories(args.categories) if args.categories is not None else self._expression(args.expression)

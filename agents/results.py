@@ -1,4 +1,4 @@
-"""``Detections`` → tool results: clipped pixel boxes, COCO RLE masks, object records and text summaries."""
+"""``Detections`` → tool results: clipped pixel boxes, COCO RLE masks, object records, overlays and summaries."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from agents.numbered import box_masks, draw_numbered
 from agents.schemas import MaskRLE, ObjectInfo, TrackInfo
+from glee_core.mask_ops import decode_rle
 from glee_core.structures import Detections, Tracks
 from glee_core.visualize import draw_detections
 
@@ -94,12 +96,41 @@ def summarize_tracks(infos: list[TrackInfo], num_frames: int, size: tuple[int, i
     return f"{len(infos)} {noun} over {where}: {listed}" + (f"; and {rest} more." if rest > 0 else ".")
 
 
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W, 3] RGB array."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def overlay_png(image: np.ndarray, detections: Detections, names: list[str] | None = None) -> bytes:
     """PNG bytes of ``detections`` drawn on ``image``; ``names`` replace the label captions (e.g. object ids)."""
     if names is not None:
         detections = Detections(boxes=clipped_boxes(detections), scores=detections.scores,
                                 labels=np.arange(len(detections)), label_names=list(names),
                                 image_size=detections.image_size, masks=detections.masks)
-    buffer = io.BytesIO()
-    Image.fromarray(draw_detections(image, detections)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(draw_detections(image, detections))
+
+
+def numbered_overlay_png(image: np.ndarray, detections: Detections) -> bytes:
+    """PNG bytes of ``image`` with each detection outlined (its mask, else its box) and numbered 1..N in order."""
+    masks = detections.masks if detections.masks is not None else \
+        box_masks(clipped_boxes(detections), detections.image_size)
+    return encode_png(draw_numbered(image, masks))
+
+
+def record_info(handle: str, record: ObjectRecord) -> tuple[ObjectInfo, np.ndarray]:
+    """The ``ObjectInfo`` of an object handle and its bool [H, W] mask (the record must have one)."""
+    mask = decode_rle(record.mask.model_dump())
+    info = ObjectInfo(id=handle, label=record.label, score=record.score, box=list(record.box),
+                      area=int(np.count_nonzero(mask)), mask=record.mask)
+    return info, mask
+
+
+def summarize_selection(where: str, objects: list[ObjectInfo], area: int) -> str:
+    """"Selected 2 objects in img_1 (256x256), 1834 pixels in all: obj_2 'circle' 0.97 at [...]; …"."""
+    listed = "; ".join(f"{o.id} {o.label!r} {o.score:.2f} at {_short_box(o.box)}" for o in objects[:SUMMARY_OBJECTS])
+    rest = len(objects) - SUMMARY_OBJECTS
+    noun = "object" if len(objects) == 1 else "objects"
+    return f"Selected {len(objects)} {noun} in {where}, {area} pixels in all: {listed}" + \
+        (f"; and {rest} more." if rest > 0 else ".")

@@ -23,6 +23,15 @@ class _Model(BaseModel):
 class _ImageArgs(_Model):
     image: str = Field(min_length=1, description=IMAGE_FIELD)
     overlay: bool = Field(False, description="Also return a PNG with the objects drawn on the image.")
+    overlay_style: Literal["boxes", "numbered"] = Field(
+        "boxes", description="How the overlay (when asked for) is drawn. 'boxes': boxes, tinted masks and "
+        "'id label score' captions. 'numbered': each object's outline (its mask, or its box for detect) with "
+        "its number 1..N in the order of 'objects', to pick objects by number with select.")
+
+    @property
+    def overlay_kind(self) -> str | None:
+        """The overlay to draw: None, 'boxes' or 'numbered'."""
+        return self.overlay_style if self.overlay else None
 
 
 class DetectArgs(_ImageArgs):
@@ -44,6 +53,15 @@ class ReferArgs(_ImageArgs):
     expression: str = Field(min_length=1, max_length=MAX_SCHEMA_TEXT, description="A phrase naming one object, "
                             "e.g. 'the small red circle left of the blue star'.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Report no object if the best one scores below this.")
+
+
+class SelectArgs(_Model):
+    """Choose objects found earlier in one image; the answer is the union of their masks."""
+
+    image: str = Field(min_length=1, description="Handle of the image the objects were found in (e.g. 'img_1').")
+    ids: list[str] = Field(min_length=1, description="Handles of the chosen objects (e.g. ['obj_3', 'obj_5']) "
+                           "from earlier segment, refer or visual_prompt results on this image (detect objects "
+                           "have no mask).")
 
 
 class Point(_Model):
@@ -122,6 +140,17 @@ class ImageResult(_Model):
     num_found: int = Field(description="Objects found before the max_objects cut.")
     overlay: str | None = Field(None, description="Handle of the overlay PNG, when asked for.")
     summary: str = Field(description="One-paragraph text summary of the result.")
+
+
+class SelectResult(_Model):
+    tool: Literal["select"] = "select"
+    image: str = Field(description="Handle of the image.")
+    width: int
+    height: int
+    objects: list[ObjectInfo] = Field(description="The chosen objects, in the order given.")
+    mask: MaskRLE = Field(description="The union of the chosen objects' masks as COCO RLE.")
+    area: int = Field(description="Pixels in the union mask.")
+    summary: str = Field(description="One-line text summary of the selection.")
 
 
 class TrackInfo(_Model):

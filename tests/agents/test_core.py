@@ -173,5 +173,5 @@ def test_timeout_and_internal_errors_never_leak(scene):
 
 
 def test_specs_cover_every_operation():
-    assert sorted(TOOL_SPECS) == ["detect", "refer", "segment", "track", "visual_prompt"]
+    assert sorted(TOOL_SPECS) == ["detect", "refer", "segment", "select", "track", "visual_prompt"]
     assert "ask" not in TOOL_SPECS  # needs the mllm; absent, not faked

@@ -47,6 +47,9 @@ fields = {
     "min_score": numbers,
     "max_objects": numbers,
     "overlay": st.one_of(st.booleans(), texts),
+    "overlay_style": st.one_of(st.sampled_from(["boxes", "numbered"]), texts),
+    "ids": st.one_of(st.lists(st.sampled_from(["obj_1", "obj_2", "obj_3", "obj_99999", "img_1", "ovl_1"]), max_size=3),
+                     texts, st.lists(texts, max_size=2)),
     "points": st.one_of(st.lists(points, max_size=4), texts),
     "boxes": st.one_of(st.lists(boxes, max_size=3), numbers),
     "frames": st.one_of(st.lists(images, max_size=3), texts),
@@ -65,6 +68,7 @@ VALID = {
     "visual_prompt": {"image": "img_1", "points": [{"x": 10, "y": 12}, {"x": 50, "y": 50, "positive": False}],
                       "boxes": [{"x1": 5, "y1": 5, "x2": 40, "y2": 30}]},
     "track": {"frames": ["img_1", "small.png"], "expression": "the star", "min_score": 0.0},
+    "select": {"image": "img_1", "ids": ["obj_1"]},
 }
 
 

@@ -24,7 +24,7 @@ def tool_call(name, args, id="call_1"):
 
 
 def test_tools_publish_the_core_schemas(tools):
-    assert sorted(tools) == ["detect", "refer", "segment", "track", "visual_prompt"]
+    assert sorted(tools) == ["detect", "refer", "segment", "select", "track", "visual_prompt"]
     detect = tools["detect"]
     assert isinstance(detect, GleeTool) and detect.args_schema is DetectArgs
     assert detect.response_format == "content_and_artifact"

@@ -27,7 +27,7 @@ async def test_stdio_server_lists_and_runs_tools_and_survives_bad_calls(image_ro
             init = await session.initialize()
             assert init.server_info.name == "gleekit"
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-            assert sorted(tools) == ["detect", "refer", "segment", "track", "visual_prompt"]
+            assert sorted(tools) == ["detect", "refer", "segment", "select", "track", "visual_prompt"]
             assert tools["segment"].input_schema["required"] == ["image", "categories"]
             assert "objects" in tools["segment"].output_schema["properties"]
 
