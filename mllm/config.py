@@ -33,6 +33,11 @@ class GleeLLMConfig:
         object_mentions: a ``<objk>`` token in a question or answer also carries object k's content (added to
             its embedding), so "What is <obj3>?" can be answered by reading the mention itself (as region
             tokens do in All-Seeing / GPT4RoI), not only through the object list.
+        objects_after_question: place the object list after the first question instead of before it, so each
+            object token (the LLM is causal) can weigh itself against the question.
+        pointer_keys: what a ``[SEG]`` state is compared with to point at an object: ``contents`` (the
+            projected object tokens) or ``slots`` (the LLM's last hidden states at the object slots — with
+            ``objects_after_question``, question-aware).
         seg_prompt_tokens: L GLEE prompt tokens made from each ``[SEG]`` state.
         max_seg_tokens: at most this many ``[SEG]`` per answer (more raise).
         glee_policy: ``frozen``, ``lora`` or ``full`` (see :mod:`adapters.freeze`).
@@ -51,6 +56,8 @@ class GleeLLMConfig:
     object_categories: list[str] = field(default_factory=lambda: ["object"])
     silhouette_size: int = 8
     object_mentions: bool = True
+    objects_after_question: bool = False
+    pointer_keys: str = "contents"
     seg_prompt_tokens: int = 1
     max_seg_tokens: int = 8
     glee_policy: str = "frozen"
@@ -67,6 +74,8 @@ class GleeLLMConfig:
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
             self.loss = LossWeights(**self.loss)
+        if self.pointer_keys not in ("contents", "slots"):
+            raise ValueError(f"pointer_keys must be contents or slots, got {self.pointer_keys!r}")
         if self.silhouette_size < 0:
             raise ValueError(f"silhouette_size must be >= 0, got {self.silhouette_size}")
         if self.num_objects < 0 or self.seg_prompt_tokens < 1 or self.max_seg_tokens < 1:

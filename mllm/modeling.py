@@ -214,12 +214,21 @@ class GleeLLM(nn.Module):
         return self.object_projector(objects.queries.to(self.device), objects.boxes.to(self.device),
                                      objects.scores.to(self.device), objects.regions.to(self.device))
 
-    def _pointer(self, seg_hidden: torch.Tensor, contents: torch.Tensor | None, objects: ObjectTokens | None,
+    def _pointer_keys(self, contents: torch.Tensor | None, hidden: torch.Tensor, input_ids: torch.Tensor
+                      ) -> torch.Tensor | None:
+        """What ``[SEG]`` states point at, [B, K, H]: the object contents, or the last hidden states [B, T, H] at
+        the object slots of ``input_ids`` [B, T] (``config.pointer_keys``)."""
+        if contents is None or self.config.pointer_keys == "contents":
+            return contents
+        return hidden[input_ids == self.token_ids.object_slot].view(*contents.shape[:2], hidden.shape[-1])
+
+    def _pointer(self, seg_hidden: torch.Tensor, keys: torch.Tensor | None, objects: ObjectTokens | None,
                  image_index: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Pointer logits [N, K] of each ``[SEG]`` over its image's object tokens, and the pointed query [N, C]."""
-        if contents is None or objects is None:
+        """Pointer logits [N, K] of each ``[SEG]`` over its image's object keys [B, K, H], and the pointed query
+        [N, C]."""
+        if keys is None or objects is None:
             return None, None
-        logits = self.pointer(seg_hidden, contents[image_index])
+        logits = self.pointer(seg_hidden, keys[image_index])
         pointed = torch.einsum("nk,nkc->nc", logits.softmax(-1), objects.queries.to(logits.device)[image_index])
         return logits, pointed
 
@@ -236,7 +245,8 @@ class GleeLLM(nn.Module):
         config = self.config
         return encode_conversation(self.processor, image, turns, num_objects=config.num_objects,
                                    system=config.system_prompt, max_length=config.max_length,
-                                   image_placeholder=config.image_placeholder)
+                                   image_placeholder=config.image_placeholder,
+                                   objects_after_question=config.objects_after_question)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: GleeLLMBatch) -> GleeLLMOutput:
@@ -260,7 +270,8 @@ class GleeLLM(nn.Module):
         seg_hidden, image_index = out.hidden_states[-1][seg], seg.nonzero()[:, 0]
         targets = self._checked_targets(batch, len(seg_hidden), images) if batch.labels is not None else None
         picked = self._mask_prompts(len(seg_hidden), targets is not None)
-        pointer_logits, pointed = self._pointer(seg_hidden, contents, objects, image_index)
+        keys = self._pointer_keys(contents, out.hidden_states[-1], input_ids)
+        pointer_logits, pointed = self._pointer(seg_hidden, keys, objects, image_index)
         candidates = self.segment(images, features, image_index[picked], seg_hidden[picked],
                                   None if pointed is None else pointed[picked])
         chosen = candidates.best()
@@ -355,7 +366,8 @@ class GleeLLM(nn.Module):
             out = self.vlm(input_ids=full, attention_mask=torch.ones_like(full), **vision,
                            **token_type_inputs(self.processor, full), output_hidden_states=True)
         seg_hidden, image_index = out.hidden_states[-1][seg], seg.nonzero()[:, 0]
-        pointer_logits, pointed = self._pointer(seg_hidden, contents, objects, image_index)
+        keys = self._pointer_keys(contents, out.hidden_states[-1], full)
+        pointer_logits, pointed = self._pointer(seg_hidden, keys, objects, image_index)
         candidates = self.segment(images, features, image_index, seg_hidden, pointed)
         text = tokenizer.decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
         answer = self._answer(text, candidates, objects, batch.glee)

@@ -61,15 +61,21 @@ def token_type_inputs(processor: Any, input_ids: torch.Tensor) -> dict[str, torc
     return {key: torch.from_numpy(types).to(input_ids.device)}
 
 
-def user_text(question: str, num_objects: int, first_turn: bool, image_placeholder: str = IMAGE_TOKEN) -> str:
+def user_text(question: str, num_objects: int, first_turn: bool, image_placeholder: str = IMAGE_TOKEN,
+              objects_after_question: bool = False) -> str:
     """A question with the image (``image_placeholder``: the text the VLM's processor expands into image
-    tokens) at the front of the first turn and the object list after it. Users write ``<image>`` or nothing."""
+    tokens) at the front of the first turn and the object list after the image (or after the question).
+    Users write ``<image>`` or nothing."""
     if IMAGE_TOKEN in question and not first_turn:
         raise ValueError(f"{IMAGE_TOKEN} may only appear in the first question")
     if first_turn:
         question = question.replace(IMAGE_TOKEN, "").strip()
-        objects = OBJECTS_PLACEHOLDER + "\n" if num_objects else ""
-        question = f"{image_placeholder}\n{objects}{question}"
+        if not num_objects:
+            question = f"{image_placeholder}\n{question}"
+        elif objects_after_question:
+            question = f"{image_placeholder}\n{question}\n{OBJECTS_PLACEHOLDER}"
+        else:
+            question = f"{image_placeholder}\n{OBJECTS_PLACEHOLDER}\n{question}"
     if question.count(OBJECTS_PLACEHOLDER) > 1:
         raise ValueError(f"{OBJECTS_PLACEHOLDER} appears more than once")
     return question.replace(OBJECTS_PLACEHOLDER, object_list(num_objects))
@@ -84,6 +90,7 @@ def encode_conversation(
     system: str = LLAVA_SYSTEM,
     max_length: int | None = None,
     image_placeholder: str = IMAGE_TOKEN,
+    objects_after_question: bool = False,
 ) -> EncodedConversation:
     """Tokenize ``turns`` [(question, answer)] about ``image`` (PIL image or HWC uint8 array).
 
@@ -112,7 +119,8 @@ def encode_conversation(
     for index, (question, answer) in enumerate(turns):
         if answer is None and index != len(turns) - 1:
             raise ValueError("only the last turn may leave its answer empty")
-        prompt = f"USER: {user_text(question, num_objects, index == 0, image_placeholder)} ASSISTANT:"
+        text = user_text(question, num_objects, index == 0, image_placeholder, objects_after_question)
+        prompt = f"USER: {text} ASSISTANT:"
         if index == 0:
             head = f"{system} {prompt}" if system else prompt
             out = processor(images=[image], text=[head], return_tensors="pt")

@@ -9,8 +9,8 @@ from mllm.batching import collate
 from tests.mllm.conftest import box_mask, make_model
 
 
-def _batch(model, image, answers, masks):
-    convs = [model.encode(image, [("Please segment the red circle.", a)]) for a in answers]
+def _batch(model, image, answers, masks, question="Please segment the red circle."):
+    convs = [model.encode(image, [(question, a)]) for a in answers]
     return collate(convs, [image] * len(convs), model.glee.config.input, model.processor.tokenizer.pad_token_id,
                    seg_masks=masks)
 
@@ -192,3 +192,28 @@ def test_object_proposals_skip_duplicate_boxes():
     top, index = distinct_topk(scores, boxes, 3)
     assert index.tolist() == [[0, 2, 3]] and torch.allclose(top, torch.tensor([[0.9, 0.7, 0.1]]))
     assert distinct_topk(scores, boxes, 4)[1].tolist() == [[0, 2, 3, 1]]  # duplicates fill up when needed
+
+
+def _slot_states(model, image, question, objects):
+    batch = _batch(model, image, ["Sure, [SEG]."], [[box_mask(96, 128, 0, 9, 0, 9)]], question=question)
+    contents = model._object_contents(objects)
+    with torch.no_grad(), model.object_slots(contents):
+        out = model.vlm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.vision,
+                        output_hidden_states=True)
+    return model._pointer_keys(contents, out.hidden_states[-1], batch.input_ids)
+
+
+def test_objects_after_the_question_give_question_aware_pointer_keys(image):
+    after = make_model(objects_after_question=True, pointer_keys="slots").eval()
+    text = after.processor.tokenizer.decode(after.encode(image, [("the circle", "Sure, [SEG].")]).input_ids)
+    assert text.index("circle") < text.index("<obj0>")  # the object list follows the question
+    objects = after.propose(_batch(after, image, ["Sure."], [[]]).glee)
+    circle, star = (_slot_states(after, image, q, objects) for q in ("the circle", "the star"))
+    assert circle.shape == (1, 4, 32) and not torch.allclose(circle, star)  # slots see the question
+    before = make_model(pointer_keys="slots").eval()  # a causal LLM: slots before the question cannot see it
+    circle, star = (_slot_states(before, image, q, objects) for q in ("the circle", "the star"))
+    torch.testing.assert_close(circle, star)
+    contents = make_model().eval()
+    torch.testing.assert_close(_slot_states(contents, image, "the star", objects), contents._object_contents(objects))
+    with pytest.raises(ValueError, match="pointer_keys"):
+        make_model(pointer_keys="queries")

@@ -54,7 +54,8 @@ class ModelSection:
     model default, "object").
     ``train_mask_prompts``: at most this many ``[SEG]`` per micro-batch go through GLEE (None: all);
     ``glee_from_step``: before this optimizer step none does (token CE and the cheap pointer loss only: the LLM
-    first learns which object a question means)."""
+    first learns which object a question means). ``settings``: further :class:`mllm.GleeLLMConfig` fields of a
+    new model (e.g. ``silhouette_size``, ``objects_after_question``, ``pointer_keys``, ``loss``)."""
 
     vlm: str = "tiny"
     glee: str = "nano"
@@ -68,6 +69,7 @@ class ModelSection:
     max_length: int = 512
     system_prompt: str | None = None
     bits: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
     gradient_checkpointing: bool = False
     tiny: TinyVlmSection = field(default_factory=TinyVlmSection)
     lora: LoraSection = field(default_factory=LoraSection)

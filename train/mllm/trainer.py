@@ -142,10 +142,15 @@ def build_model(config: MllmTrainConfig, source: SampleSource, tokenizer=None) -
         extra = {} if section.system_prompt is None else {"system_prompt": section.system_prompt}
         if section.object_categories is not None:
             extra["object_categories"] = list(section.object_categories)
-        settings = GleeLLMConfig(num_objects=section.num_objects, glee_policy=section.glee_policy,
-                                 train_mask_prompts=section.train_mask_prompts, max_length=section.max_length,
-                                 base_vlm=None if section.vlm == "tiny" else section.vlm, base_glee=section.glee,
-                                 **extra)
+        try:
+            settings = GleeLLMConfig(**{**section.settings, **extra, "num_objects": section.num_objects,
+                                        "glee_policy": section.glee_policy,
+                                        "train_mask_prompts": section.train_mask_prompts,
+                                        "max_length": section.max_length,
+                                        "base_vlm": None if section.vlm == "tiny" else section.vlm,
+                                        "base_glee": section.glee})
+        except TypeError as error:
+            raise ValueError(f"model.settings: {error}") from None
         model = GleeLLM.build(vlm, processor, GleeModel.from_pretrained(section.glee, preset=section.glee_preset), settings)
         if section.vlm == "tiny" and section.tiny.init_word_embeddings:
             from mllm.tiny import init_word_embeddings

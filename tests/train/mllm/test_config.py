@@ -91,3 +91,18 @@ def test_validation_needs_a_split_outside_shapeworld():
 def test_unknown_tracker_is_named():
     with pytest.raises(ValueError, match=r"unknown trackers \['mlflowx'\]"):
         MllmTrainConfig.from_dict({"report_to": ["tensorboard", "mlflowx"]})
+
+
+def test_model_settings_reach_the_gleellm_config_and_unknown_ones_are_named():
+    from train.mllm.data_config import ShapeworldChats
+    from train.mllm.trainer import build_model
+
+    tiny = {"image_size": 32, "hidden": 32, "layers": 1, "heads": 2, "vocab_samples": 4}
+    source = ShapeworldChats(4, ["referring"])
+    cfg = MllmTrainConfig.from_dict({"model": {"num_objects": 2, "tiny": tiny, "lora": {"enabled": False},
+                                               "settings": {"pointer_keys": "slots", "silhouette_size": 4}}})
+    model = build_model(cfg, source)
+    assert (model.config.pointer_keys, model.config.silhouette_size, model.config.num_objects) == ("slots", 4, 2)
+    bad = MllmTrainConfig.from_dict({"model": {"tiny": tiny, "settings": {"pointer_key": "slots"}}})
+    with pytest.raises(ValueError, match="model.settings: .*pointer_key"):
+        build_model(bad, source)
