@@ -54,6 +54,13 @@ def test_proof_recipe_is_the_shipped_models_recipe():
     assert cfg.model.object_categories == list(CATEGORY_NAMES)
     assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.data.scenes) == (1600, 16, 1000, 800)
     assert set(cfg.data.kind_rates) == set(cfg.data.kinds) == {"reasoning", "referring", "pair", "caption"}
+    import json
+
+    from mllm.io import BUNDLED
+
+    shipped = json.loads((BUNDLED / "shapeworld-tiny" / "gleellm.json").read_text())["config"]
+    assert {k: shipped[k] for k in cfg.model.settings} == cfg.model.settings
+    assert shipped["object_categories"] == cfg.model.object_categories and shipped["num_objects"] == 10
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():
