@@ -71,7 +71,9 @@ class EvalModel:
 
     @property
     def predictor(self):
-        """The GLEE predictor (of the GLEE-LLM's GLEE for ``mllm``)."""
+        """The GLEE predictor (of the GLEE-LLM's GLEE for ``mllm``); None for a predictions file."""
+        if self.kind == "predictions":
+            return None
         if self.kind == "glee":
             return self.model
         from glee_core.predictor import GleePredictor

@@ -33,7 +33,7 @@ class EvalReport:
 
     def model_info(self) -> dict[str, Any]:
         info = self.model.info()
-        spec = getattr(self.model.predictor, "spec", None) if self.model.kind != "predictions" else None
+        spec = getattr(self.model.predictor, "spec", None)
         if spec is not None and is_dataclass(spec):
             info["input"] = asdict(spec)
         return info

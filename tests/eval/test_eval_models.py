@@ -73,3 +73,15 @@ def test_wrap_tells_predictors_from_gleellms():
         def generate(self, *args, **kwargs): ...
 
     assert EvalModel.wrap(Predictor()).kind == "glee" and EvalModel.wrap(Chat()).kind == "mllm"
+
+
+def test_a_predictions_file_has_no_predictor_and_no_input_spec(tmp_path):
+    from eval.models import EvalModel
+    from eval.report import EvalReport
+
+    path = tmp_path / "results.json"
+    path.write_text("[]")
+    model = EvalModel.from_predictions(path)
+    assert model.predictor is None and model.kind == "predictions"
+    info = EvalReport("coco", model, {}, None).model_info()
+    assert "input" not in info and info["kind"] == "predictions"
