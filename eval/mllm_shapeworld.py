@@ -94,7 +94,7 @@ def evaluate_mllm_shapeworld(model: GleeLLM, *, num_scenes: int = 50, seed: int 
                 scores.examples.append({"scene": index, "question": question, "answer": answer.text, "iou": iou})
         if model.object_projector is None:
             continue
-        captions = caption_chats(scene, model.objects(scene.image).boxes)
+        captions = caption_chats(scene, model.object_tokens(scene.image).pixel_boxes(*scene.image.shape[:2]))
         for chat in [captions[i] for i in rng.permutation(len(captions))[:per_kind]]:
             answer = model.generate(scene.image, chat.turns[0][0])
             scores.caption_total += 1

@@ -44,9 +44,11 @@ class ObjectTokens:
         return ObjectTokens(*(torch.cat([getattr(p, name) for p in parts]) for name in ObjectTokens.FIELDS))
 
     def pixel_boxes(self, height: int, width: int) -> np.ndarray:
-        """xyxy pixel boxes [K, 4] of the first image's objects, for an image of ``height`` x ``width``."""
+        """xyxy pixel boxes [K, 4] of the first image's objects, for an image of ``height`` x ``width``, clipped
+        to it (as :meth:`mllm.GleeLLM.objects` reports them)."""
         scale = self.boxes.new_tensor([width, height, width, height])
-        return (box_cxcywh_to_xyxy(self.boxes[0].float()) * scale).cpu().numpy()
+        xyxy = box_cxcywh_to_xyxy(self.boxes[0].float()) * scale
+        return torch.minimum(xyxy.clamp(min=0), scale).cpu().numpy()
 
 
 def region_features(mask_logits: torch.Tensor, mask_features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

@@ -217,3 +217,10 @@ def test_objects_after_the_question_give_question_aware_pointer_keys(image):
     torch.testing.assert_close(_slot_states(contents, image, "the star", objects), contents._object_contents(objects))
     with pytest.raises(ValueError, match="pointer_keys"):
         make_model(pointer_keys="queries")
+
+
+def test_object_tokens_pixel_boxes_are_the_reported_object_boxes(model, image):
+    h, w = image.shape[:2]
+    boxes = model.object_tokens(image).pixel_boxes(h, w)
+    np.testing.assert_allclose(boxes, model.objects(image).boxes, atol=0.05)
+    assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= w and boxes[:, [1, 3]].max() <= h
