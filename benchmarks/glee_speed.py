@@ -1,85 +1,216 @@
-"""Per-image latency and peak memory of GleePredictor, random weights, official test sizes.
+"""GLEE latency per image, stage by stage, in the settings of the official CPU measurements.
 
-    python benchmarks/glee_speed.py [--presets lite-r50 tiny] [--categories 1 80 1203] [--repeats 3] [--device cpu]
+    python benchmarks/glee_speed.py [--preset lite-r50] [--settings 1 80 1203 ref 80-cached 1203-cached]
+                                    [--repeats 5] [--threads 2] [--device cpu] [--json FILE]
 
-Prints a table: preset, input size, number of category names, median latency (s/image, pre- and
-post-processing included), peak resident memory growth on CPU (MiB) or peak CUDA memory, and the
-ratio to the 1-category run of the same preset (these machines are noisy: compare ratios).
+Random weights, a 480x640 RGB image resized by the official test path (800x1067 for lite-r50), fp32,
+eval mode. Every setting runs in a fresh process: one warm-up, then ``--repeats`` timed runs of
+``GleePredictor.predict`` (pre- and post-processing included); median / min / max seconds, the process's
+peak RSS, and the per-stage medians from forward hooks, printed beside the official GLEE's figures
+(``shared/reference/glee/official_cpu_bench.md``, same machine kind, same settings).
+
+Settings: ``N`` = N category names with the official token counts (1 name = 3 tokens, 80 = 257,
+1,203 = 5,049; other N scaled like LVIS), text encoded on every call (the cache is off);
+``N-cached`` = the same with the vocabulary cache warm (the text tower runs in the warm-up only);
+``ref`` = one 8-word referring expression.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
+from collections import defaultdict
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from glee_core.config import get_preset
-from glee_core.modeling.glee import GleeModel
-from glee_core.predictor import GleePredictor
-from glee_core.structures import Categories
+IMAGE_HW = (480, 640)
+EXPRESSION = "the small red car parked on the left"
+OFFICIAL_TOKENS = {1: 3, 80: 257, 1203: 5049}
+# official GLEE-Lite, 2 threads: median s, min, max, peak RSS MB, and per-stage medians (s)
+OFFICIAL = {
+    "1": (19.4, 18.7, 20.0, 3457, {"text encoder": 0.12, "distillation teacher": 0.09, "backbone": 1.99,
+                                   "early fusion": 1.25, "encoder layers": 11.1, "pixel decoder": 13.6,
+                                   "object decoder": 0.97, "pre/post-processing": 0.75}),
+    "80": (33.2, 29.6, 36.5, 3575, {"text encoder": 6.29, "distillation teacher": 5.80, "backbone": 1.87,
+                                    "early fusion": 3.20, "encoder layers": 9.9, "pixel decoder": 13.7,
+                                    "object decoder": 0.85, "pre/post-processing": 0.76}),
+    "1203": (287.5, 258.4, 305.6, 13967, {"text encoder": 111.0, "distillation teacher": 112.8, "backbone": 1.72,
+                                          "early fusion": 43.9, "encoder layers": 10.3, "pixel decoder": 54.6,
+                                          "object decoder": 1.41, "pre/post-processing": 0.32}),
+    "ref": (15.9, 15.8, 20.1, 2936, {"text encoder": 0.09, "backbone": 1.91, "early fusion": 1.64,
+                                     "encoder layers": 9.1, "pixel decoder": 11.7, "object decoder": 0.91,
+                                     "pre/post-processing": 0.0}),
+}
+STAGES = ("text encoder", "distillation teacher", "backbone", "early fusion", "encoder layers", "pixel decoder",
+          "object decoder", "pre/post-processing")
 
-IMAGE_HW = (480, 640)  # a VGA photo; resized to the preset's test size by the predictor
+
+def category_names(count: int) -> list[str]:
+    """``count`` distinct names of 1-3 single-token CLIP words whose total token count (BOS/EOS included)
+    is the official one for 1 / 80 / 1,203 names, and LVIS's 4.2 tokens per name otherwise."""
+    from glee_core.modeling.tokenizer import load_clip_tokenizer
+
+    if count == 1:
+        return ["person"]
+    target = OFFICIAL_TOKENS.get(count, round(count * OFFICIAL_TOKENS[1203] / 1203))
+    tokenizer = load_clip_tokenizer()
+    candidates = sorted(w[:-4] for w in tokenizer.get_vocab() if w.endswith("</w>") and w[:-4].isalpha() and len(w) >= 7)
+    words = [w for w, ids in zip(candidates, tokenizer(candidates)["input_ids"]) if len(ids) == 3]
+    rng = np.random.default_rng(0)
+    word_tokens = target - 2 * count
+    lengths = np.ones(count, dtype=int)
+    extra = word_tokens - count  # spread the remaining words over the names, at most 3 words each
+    for i in rng.permutation(count).tolist() * 2:
+        if extra == 0:
+            break
+        lengths[i] += 1
+        extra -= 1
+    picks = iter(rng.permutation(len(words)).tolist())
+    return [" ".join(words[next(picks)] for _ in range(n)) for n in lengths]
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class StageTimer:
+    """Wall time per stage from forward pre/post hooks, summed per run."""
+
+    def __init__(self, model) -> None:
+        from glee_core.modeling.early_fusion import VLFuse
+        from glee_core.modeling.pixel_decoder import DeformableEncoderLayer
+
+        self.totals: dict[str, float] = defaultdict(float)
+        self._starts: dict[int, float] = {}
+        named = {"text encoder": [model.text_encoder], "backbone": [model.backbone],
+                 "pixel decoder": [model.pixel_decoder], "object decoder": [model.predictor], "model": [model],
+                 "early fusion": [m for m in model.modules() if isinstance(m, VLFuse)],
+                 "encoder layers": [m for m in model.modules() if isinstance(m, DeformableEncoderLayer)]}
+        if hasattr(model, "text_encoder_teacher"):
+            named["distillation teacher"] = [model.text_encoder_teacher]
+        for stage, modules in named.items():
+            for module in modules:
+                module.register_forward_pre_hook(self._start)
+                module.register_forward_hook(lambda m, i, o, stage=stage: self._stop(m, stage))
+
+    def _start(self, module, inputs) -> None:
+        self._starts[id(module)] = time.perf_counter()
+
+    def _stop(self, module, stage: str) -> None:
+        self.totals[stage] += time.perf_counter() - self._starts.pop(id(module))
+
+    def take(self, wall: float) -> dict[str, float]:
+        stages = dict(self.totals)
+        stages["pre/post-processing"] = wall - stages.pop("model", 0.0)
+        self.totals.clear()
+        return stages
 
 
-def _names(count: int) -> list[str]:
-    return [f"category number {i}" for i in range(count)]
+def run_one(preset: str, setting: str, repeats: int, device: str) -> dict:
+    """Time one setting in this process; returns medians, min, max, peak RSS and per-stage medians."""
+    from glee_core.config import get_preset
+    from glee_core.modeling.glee import GleeModel
+    from glee_core.predictor import GleePredictor
+    from glee_core.structures import Categories, Expression
+    from glee_core.vocabulary import VocabularyCache
 
-
-def bench(preset: str, counts: list[int], repeats: int, device: str) -> list[tuple]:
     torch.manual_seed(0)
     model = GleeModel.from_config(get_preset(preset)).eval()
     predictor = GleePredictor(model, device=device)
     image = np.random.default_rng(0).integers(0, 255, (*IMAGE_HW, 3), dtype=np.uint8)
-    spec = model.config.input
-    size = f"{spec.lsj_size}²" if spec.lsj else f"{spec.min_size}/{spec.max_size}"
-    rows = []
-    for count in counts:
-        prompt = Categories(_names(count))
-        predictor.predict(image, prompt, topk=10)  # warm-up
+    cached = setting.endswith("-cached")
+    if setting == "ref":
+        prompt = Expression(EXPRESSION)
+    else:
+        prompt = Categories(category_names(int(setting.removesuffix("-cached"))))
+    if not cached:
+        model.vocabularies = VocabularyCache(max_entries=0)
+    timer = StageTimer(model)
+    predictor.predict(image, prompt, topk=10)  # warm-up (and, cached, the one text encoding)
+    timer.take(0.0)
+    times, stages = [], defaultdict(list)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.predict(image, prompt, topk=10)
         if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        before = _rss_mib()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            predictor.predict(image, prompt, topk=10)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        memory = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _rss_mib()
-        rows.append((preset, size, count, statistics.median(times), memory, memory - before))
-    return rows
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        for stage, seconds in timer.take(times[-1]).items():
+            stages[stage].append(seconds)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"preset": preset, "setting": setting, "threads": torch.get_num_threads(), "device": device,
+            "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_mb": peak,
+            "runs": len(times), "stages": {k: statistics.median(v) for k, v in stages.items()}}
+
+
+def _official_key(preset: str, setting: str) -> str | None:
+    """The official figures measured GLEE-Lite (lite-r50) only."""
+    key = setting.removesuffix("-cached")
+    return key if preset == "lite-r50" and key in OFFICIAL else None
+
+
+def print_tables(results: list[dict], load: str) -> None:
+    console = Console(width=150)
+    table = Table(title=f"GleePredictor, {results[0]['preset']}, random weights, {IMAGE_HW[0]}x{IMAGE_HW[1]} input, "
+                        f"{results[0]['device']}, {results[0]['threads']} threads ({load})")
+    for column in ("setting", "median s", "min s", "max s", "peak RSS MB", "official median s",
+                   "official peak MB", "speed-up"):
+        table.add_column(column, justify="right")
+    for r in results:
+        official = OFFICIAL.get(_official_key(r["preset"], r["setting"]) or "")
+        table.add_row(r["setting"], f"{r['median_s']:.2f}", f"{r['min_s']:.2f}", f"{r['max_s']:.2f}",
+                      f"{r['peak_mb']:,.0f}", f"{official[0]:.1f}" if official else "-",
+                      f"{official[3]:,}" if official else "-",
+                      f"{official[0] / r['median_s']:.1f}x" if official else "-")
+    console.print(table)
+    stages = Table(title="per-stage medians, s (official in brackets)")
+    stages.add_column("stage")
+    for r in results:
+        stages.add_column(r["setting"], justify="right")
+    for stage in STAGES:
+        cells = []
+        for r in results:
+            official = OFFICIAL.get(_official_key(r["preset"], r["setting"]) or "")
+            ours = r["stages"].get(stage)
+            theirs = official[4].get(stage) if official else None
+            cells.append(("-" if ours is None else f"{ours:.2f}") + ("" if theirs is None else f" [{theirs:.2f}]"))
+        stages.add_row(stage, *cells)
+    console.print(stages)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny", "lite-r50"])
-    parser.add_argument("--categories", nargs="+", type=int, default=[1, 80, 1203])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--preset", default="lite-r50")
+    parser.add_argument("--settings", nargs="+", default=["1", "80", "1203", "ref", "80-cached", "1203-cached"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    table = Table(title=f"GleePredictor latency, random weights, {IMAGE_HW[0]}x{IMAGE_HW[1]} input, "
-                        f"{args.device}, {torch.get_num_threads()} threads")
-    for column in ("preset", "test size", "categories", "s / image", "× vs 1 cat.", "peak MiB"):
-        table.add_column(column, justify="right")
-    for preset in args.presets:
-        rows = bench(preset, args.categories, args.repeats, args.device)
-        base = rows[0][3]
-        for name, size, count, latency, memory, _ in rows:
-            table.add_row(name, size, str(count), f"{latency:.3f}", f"{latency / base:.2f}", f"{memory:.0f}")
-    Console().print(table)
+    torch.set_num_threads(args.threads)
+    if args.run_one:
+        print(json.dumps(run_one(args.preset, args.run_one, args.repeats, args.device)))
+        return
+    results = []
+    for setting in args.settings:
+        command = [sys.executable, __file__, "--run-one", setting, "--preset", args.preset, "--repeats",
+                   str(args.repeats), "--threads", str(args.threads), "--device", args.device]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"setting {setting} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{setting}: {results[-1]['median_s']:.2f} s", file=sys.stderr)
+    load = "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print_tables(results, load)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"load": load, "results": results}, handle, indent=2)
 
 
 if __name__ == "__main__":

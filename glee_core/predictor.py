@@ -20,8 +20,9 @@ from glee_core.online_tracking import OnlineTracker
 from glee_core.structures import Categories, Detections, Expression, Tracks, VisualPrompt
 from glee_core.video_inference import VIDEO_TOPK, minvis_inference
 from glee_core.video_io import VideoReadError, VideoSource, iter_frames
+from glee_core.vocabulary import Vocabulary
 
-Prompt = Union[Categories, Expression, VisualPrompt]
+Prompt = Union[Categories, Vocabulary, Expression, VisualPrompt]
 MAX_BATCH_IMAGES = 64
 
 
@@ -68,7 +69,7 @@ class GleePredictor:
 
         Args:
             images: one image or a list (path, PIL, uint8 HWC RGB numpy, or tensor); any size.
-            prompt: ``Categories`` (labels index the names), ``Expression`` (one result per image,
+            prompt: ``Categories`` or an encoded ``Vocabulary`` (labels index the names), ``Expression`` (one result per image,
                 label 0) or ``VisualPrompt`` (one result per box/foreground point/mask/scribble, label
                 = prompt index; one image at a time). Background points (``point_labels`` 0) exclude:
                 each prompt then returns its best object whose mask covers no background point, or
@@ -88,8 +89,9 @@ class GleePredictor:
             raise ValueError("no images given")
         if len(arrays) > MAX_BATCH_IMAGES:
             raise ValueError(f"{len(arrays)} images in one call; at most {MAX_BATCH_IMAGES}, split the list")
-        if isinstance(prompt, Categories):
-            results = self._predict_text(arrays, categories=list(prompt.names), label_names=list(prompt.names),
+        if isinstance(prompt, (Categories, Vocabulary)):
+            categories = prompt if isinstance(prompt, Vocabulary) else list(prompt.names)
+            results = self._predict_text(arrays, categories=categories, label_names=list(prompt.names),
                                          candidates=topk)
         elif isinstance(prompt, Expression):
             results = self._predict_text(arrays, expressions=[prompt.normalized] * len(arrays),
@@ -99,7 +101,8 @@ class GleePredictor:
                 raise ValueError("visual prompts refer to one image; call predict once per image")
             results = [self._predict_visual(arrays[0], prompt)]
         else:
-            raise TypeError(f"prompt must be Categories, Expression or VisualPrompt, got {type(prompt).__name__}")
+            raise TypeError(f"prompt must be Categories, a Vocabulary, Expression or VisualPrompt, "
+                            f"got {type(prompt).__name__}")
         results = [self._select(d, score_threshold, topk, nms_iou) for d in results]
         return results[0] if single else results
 
@@ -240,9 +243,9 @@ class GleePredictor:
         results = []
         for i, (image_size, original) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
             crop = processing.valid_region(image_size, original, self.spec.lsj)
-            masks = processing.upsample_masks(out.pred_masks[i].float(), batch.padded_size, crop, original)
-            boxes = processing.scale_boxes(out.pred_boxes[i].float(), batch.padded_size, crop, original, self.spec.lsj)
-            inst = processing.instance_inference(out.pred_logits[i].float(), masks, boxes, topk=topk)
+            inst = processing.postprocess_instances(out.pred_logits[i].float(), out.pred_masks[i].float(),
+                                                    out.pred_boxes[i].float(), batch.padded_size, crop, original,
+                                                    self.spec.lsj, topk)
             results.append(self._to_detections(inst, out.query_embeds[i], label_names, original))
         return results
 

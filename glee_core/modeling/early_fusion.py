@@ -65,21 +65,27 @@ class BiMultiHeadAttention(nn.Module):
         key = self._heads(self.l_proj(l))
         value_v = self._heads(self.values_v_proj(v))
         value_l = self._heads(self.values_l_proj(l))
-
-        logits = torch.bmm(query, key.transpose(1, 2)).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)  # [B*h, Nv, Nl]
-        logits_l = logits.transpose(1, 2)
-        logits_l = (logits_l - logits_l.max(dim=-1, keepdim=True)[0]).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-        probs_l = logits_l.softmax(dim=-1)
+        bias = None
         if lang_mask is not None and self.mask_language:
-            bias = torch.zeros(lang_mask.shape, device=logits.device, dtype=logits.dtype)
-            bias = bias.masked_fill(~lang_mask, MASKED_LOGIT)
-            logits = (logits.view(batch, self.num_heads, *logits.shape[1:]) + bias[:, None, None, :]).flatten(0, 1)
-        probs_v = logits.softmax(dim=-1)
+            bias = torch.zeros(lang_mask.shape, device=v.device, dtype=query.dtype).masked_fill(~lang_mask, MASKED_LOGIT)
+            bias = bias.repeat_interleave(self.num_heads, dim=0)[:, None, :]  # [B*heads, 1, Nl]
 
-        probs_v = F.dropout(probs_v, p=self.dropout, training=self.training)
-        probs_l = F.dropout(probs_l, p=self.dropout, training=self.training)
-        out_v = self._merge(torch.bmm(probs_v, value_l), batch)
-        out_l = self._merge(torch.bmm(probs_l, value_v), batch)
+        # one (image, head) slice at a time: the [Nv, Nl] logits of an LVIS-size vocabulary (18k x 5k) are
+        # 360 MB each; every slice is computed exactly as the batched version would
+        out_v, out_l = [], []
+        for i in range(query.shape[0]):
+            logits = (query[i] @ key[i].T).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)  # [Nv, Nl]
+            logits_l = logits.T
+            logits_l = (logits_l - logits_l.max(dim=-1, keepdim=True)[0]).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+            probs_l = F.dropout(logits_l.softmax(dim=-1), p=self.dropout, training=self.training)
+            out_l.append(probs_l @ value_v[i])
+            del probs_l, logits_l
+            if bias is not None:
+                logits = logits + bias[i]
+            probs_v = F.dropout(logits.softmax(dim=-1), p=self.dropout, training=self.training)
+            out_v.append(probs_v @ value_l[i])
+        out_v = self._merge(torch.stack(out_v), batch)
+        out_l = self._merge(torch.stack(out_l), batch)
         return self.out_v_proj(out_v), self.out_l_proj(out_l)
 
 

@@ -43,6 +43,7 @@ from glee_core.modeling.visual_prompt import (
     template_crops,
     template_tokens,
 )
+from glee_core.vocabulary import TextFingerprint, Vocabulary, VocabularyCache
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -113,6 +114,8 @@ class GleeModel(nn.Module):
             [nn.Parameter(torch.randn(hidden, hidden) * 0.02) for _ in range(4)])
         self.pn_indicator = nn.Embedding(2, hidden)
         self.load_report: LoadReport | None = None
+        self.vocabularies = VocabularyCache()
+        self._fingerprint = TextFingerprint()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -199,12 +202,50 @@ class GleeModel(nn.Module):
         ids, mask = tokenize(list(texts), max_length=self.config.text.max_length)
         return ids.to(self.device), mask.to(self.device)
 
+    def text_fingerprint(self) -> str:
+        """sha256 of the tokenizer and the text tower's weights (``text_encoder`` + ``lang_projection``);
+        recomputed only after those tensors change."""
+        return self._fingerprint(self.text_encoder, self.lang_projection, self.config.text.max_length)
+
+    def encode_vocabulary(self, names: Sequence[str]) -> Vocabulary:
+        """Encode K category names once -> :class:`Vocabulary` (class embeddings [K, C], fusion tokens [T, C]).
+
+        Differentiable when gradients are enabled; pass the result as ``categories`` to :meth:`forward`
+        (or to ``GleePredictor.predict``), or save it with ``Vocabulary.save``.
+        """
+        return self._encode_names(names, self.text_fingerprint())
+
+    def _encode_names(self, names: Sequence[str], fingerprint: str) -> Vocabulary:
+        if isinstance(names, str):
+            raise ValueError(f"names must be a list of strings, got the single string {names!r}")
+        ids, mask = self._tokenize(names)
+        enc = encode_categories(self.text_encoder, self.lang_projection, ids, mask)
+        return Vocabulary(tuple(names), enc.class_embeddings, enc.fusion_tokens[0], fingerprint)
+
+    def vocabulary(self, categories: Sequence[str] | Vocabulary) -> Vocabulary:
+        """The encoded vocabulary of ``categories``: checked when given encoded; else, while gradients are
+        disabled, from the LRU cache ``self.vocabularies`` (encoded and stored on a miss); else encoded."""
+        if isinstance(categories, Vocabulary):
+            categories.check_fingerprint(self.text_fingerprint())
+            if categories.class_embeddings.shape[1] != self.config.hidden_dim:
+                raise ValueError(f"vocabulary embeddings have width {categories.class_embeddings.shape[1]}, "
+                                 f"the model {self.config.hidden_dim}")
+            return categories.to(self.device, self.dtype)
+        if torch.is_grad_enabled():  # training: the text tower may change every step
+            return self._encode_names(categories, fingerprint="")
+        fingerprint = self.text_fingerprint()
+        found = self.vocabularies.get(fingerprint, categories)
+        if found is None:
+            found = self._encode_names(categories, fingerprint)
+            self.vocabularies.put(found)
+        return found.to(self.device, self.dtype)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
         images: torch.Tensor,
         *,
-        categories: Sequence[str] | None = None,
+        categories: Sequence[str] | Vocabulary | None = None,
         expressions: Sequence[str] | None = None,
         expression_embeds: torch.Tensor | None = None,
         expression_mask: torch.Tensor | None = None,
@@ -218,8 +259,9 @@ class GleeModel(nn.Module):
 
         Args:
             images: [B, 3, Hp, Wp] normalised images (see :mod:`glee_core.processing`).
-            categories: K names; one logit per name (required with visual prompts too, where the
-                official demo uses ``["object"]``, the default).
+            categories: K names, or a :class:`Vocabulary` encoded from them; one logit per name (required
+                with visual prompts too, where the official demo uses ``["object"]``, the default). Without
+                gradients, encoded name lists are kept in ``self.vocabularies`` (LRU).
             expressions: B referring expressions, one per image (already normalised).
             expression_embeds: [B, L, hidden_dim] referring prompts given as embeddings instead of text (e.g. an
                 LLM's ``[SEG]`` states through a projector); they take the place of the CLIP path's projected
@@ -277,12 +319,12 @@ class GleeModel(nn.Module):
         else:
             if len(categories) == 0:
                 raise ValueError("categories is empty; give at least one name")
-            ids, mask = self._tokenize(categories)
-            enc = encode_categories(self.text_encoder, self.lang_projection, ids, mask)
-            decoder_kwargs["class_embeddings"] = enc.class_embeddings
-            tokens = enc.fusion_tokens.expand(batch, -1, -1)
+            vocab = self.vocabulary(categories)
+            decoder_kwargs["class_embeddings"] = vocab.class_embeddings
+            tokens = vocab.fusion_tokens.expand(batch, -1, -1)
             lang = {"hidden": tokens, "masks": torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)}
-            self._record_text(record, ids, mask, class_embeddings=enc.class_embeddings)
+            if record is not None:
+                self._record_text(record, *self._tokenize(vocab.names), class_embeddings=vocab.class_embeddings)
 
         features = self.encode_image(images) if image_features is None else image_features
         if mode is PromptMode.VISUAL:

@@ -11,8 +11,10 @@ transformers ``CLIPTextModel(clip_text_config(...))`` whose state-dict names (``
 * Expressions (referring): one sequence per image; the decoder gets all 77 projected tokens
   (sequence first) with a PAD mask, and the class embedding is pooled the same way.
 
-The text model always runs on all positions with the attention mask; its causal mask already keeps
-the BOS..EOS outputs independent of the padding, the mask only changes the PAD positions' outputs.
+The text model runs with the attention mask; its causal mask already keeps the BOS..EOS outputs
+independent of the padding, the mask only changes the PAD positions' outputs. Category names therefore
+run cut after their last valid token; expressions run on all 77 positions, since the referring path
+feeds the PAD positions' outputs to early fusion and the decoder.
 """
 from __future__ import annotations
 
@@ -93,13 +95,32 @@ def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * weights).sum(1) / weights.sum(1)
 
 
-def encode_categories(text_model: CLIPTextModel, lang_projection: torch.Tensor,
-                      input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CategoryEncoding:
-    """K category names (tokenized, [K, 77]) -> class embeddings [K, 256] and fusion tokens [1, ΣL_k, 256]."""
-    tokens = _project(text_model, lang_projection, input_ids, attention_mask)
-    class_embeddings = mean_pool(tokens, attention_mask)
-    fusion_tokens = tokens.flatten(0, 1)[attention_mask.flatten() > 0].unsqueeze(0)
-    return CategoryEncoding(class_embeddings, fusion_tokens)
+def encode_categories(text_model: CLIPTextModel, lang_projection: torch.Tensor, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, chunk_size: int = 256) -> CategoryEncoding:
+    """K category names (tokenized, [K, 77]) -> class embeddings [K, 256] and fusion tokens [1, ΣL_k, 256].
+
+    Names run through the text model in chunks of ``chunk_size`` names of similar length, each chunk cut
+    after its last valid token: the causal mask makes valid-token outputs independent of trailing padding,
+    so this equals encoding all 77 positions (an LVIS name has ~4 valid tokens) with bounded memory.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"input_ids and attention_mask must both be [K, L], got {tuple(input_ids.shape)} "
+                         f"and {tuple(attention_mask.shape)}")
+    valid = attention_mask > 0
+    positions = torch.arange(1, valid.shape[1] + 1, device=valid.device)
+    widths = (valid * positions).amax(1)  # last valid position + 1 per name
+    order = torch.argsort(widths, stable=True)
+    pooled, per_name = [], [None] * len(order)
+    for chunk in order.split(chunk_size):
+        width = max(int(widths[chunk].max()), 1)
+        tokens = _project(text_model, lang_projection, input_ids[chunk, :width], attention_mask[chunk, :width])
+        pooled.append(mean_pool(tokens, attention_mask[chunk, :width]))
+        for row, name in enumerate(chunk.tolist()):
+            per_name[name] = tokens[row][valid[name, :width]]
+    class_embeddings = torch.cat(pooled)[torch.argsort(order)]
+    return CategoryEncoding(class_embeddings, torch.cat(per_name).unsqueeze(0))
 
 
 def encode_expressions(text_model: CLIPTextModel, lang_projection: torch.Tensor,

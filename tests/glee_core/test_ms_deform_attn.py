@@ -1,5 +1,5 @@
-"""Multi-scale deformable attention: the grid_sample core against explicit bilinear sampling, the kernel hook,
-sampling-location formulas, and a bfloat16 run."""
+"""Multi-scale deformable attention: both cores against explicit bilinear sampling (values and gradients), the
+kernel hook, sampling-location formulas, and a bfloat16 run."""
 from __future__ import annotations
 
 import math
@@ -9,10 +9,14 @@ import torch
 
 from glee_core.modeling.ms_deform_attn import (
     MSDeformAttn,
+    default_ms_deform_attn_kernel,
     get_ms_deform_attn_kernel,
+    ms_deform_attn_core_bag,
     ms_deform_attn_core_pytorch,
     set_ms_deform_attn_kernel,
 )
+
+CORES = [ms_deform_attn_core_pytorch, ms_deform_attn_core_bag]
 
 SHAPES = torch.tensor([[3, 4], [2, 3]])
 LEVEL_START = torch.tensor([0, 12])
@@ -51,13 +55,36 @@ def random_inputs(dtype=torch.float64, seed=0):
     return value, locations, weights / weights.sum((-1, -2), keepdim=True)
 
 
-def test_core_matches_explicit_bilinear_sampling():
+@pytest.mark.parametrize("core", CORES)
+def test_core_matches_explicit_bilinear_sampling(core):
     value, locations, weights = random_inputs()
+    locations[0, 0, 0, 0, :, :] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 1 / 3]])  # borders, pixel edges
     expected = naive_core(value, SHAPES, LEVEL_START, locations, weights)
-    actual = ms_deform_attn_core_pytorch(value, SHAPES, LEVEL_START, locations, weights)
-    assert actual.shape == (2, 5, 6)
+    actual = core(value, SHAPES, LEVEL_START, locations, weights)
+    assert actual.shape == (2, 5, 6) and actual.dtype == torch.float64
     assert expected.abs().max() > 0.1
     torch.testing.assert_close(actual, expected, atol=1e-10, rtol=0)
+
+
+def test_bag_core_gradients_equal_the_reference():
+    inputs = [t.requires_grad_() for t in random_inputs(seed=3)]
+    grads = []
+    for core in CORES:
+        out = core(inputs[0], SHAPES, LEVEL_START, inputs[1], inputs[2])
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+                                         .sum(), inputs))
+    for name, reference, bag in zip(("value", "locations", "weights"), *grads):
+        assert reference.abs().max() > 0, name
+        torch.testing.assert_close(bag, reference, atol=1e-10, rtol=0, msg=name)
+
+
+def test_default_kernel_is_the_bag_core_on_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr("glee_core.modeling.ms_deform_attn.ms_deform_attn_core_bag",
+                        lambda *args: calls.append(1) or ms_deform_attn_core_pytorch(*args))
+    value, locations, weights = random_inputs()
+    default_ms_deform_attn_kernel(value, SHAPES, LEVEL_START, locations, weights)
+    assert calls == [1] and get_ms_deform_attn_kernel() is default_ms_deform_attn_kernel
 
 
 def _module(d_model=8, n_levels=2, n_heads=2, n_points=3, seed=0):
@@ -88,7 +115,7 @@ def test_kernel_hook_receives_official_sampling_locations(box):
         out = module(query, ref, memory, SHAPES, LEVEL_START)
     finally:
         set_ms_deform_attn_kernel(None)
-    assert get_ms_deform_attn_kernel() is ms_deform_attn_core_pytorch
+    assert get_ms_deform_attn_kernel() is default_ms_deform_attn_kernel
 
     offsets = module.sampling_offsets(query).view(2, 5, 2, 2, 3, 2)
     if box:
