@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,agents,video,eval,mllm,quant,train]"
+	$(PIP) install -q -e ".[dev,agents,video,eval,mllm,quant,train,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)

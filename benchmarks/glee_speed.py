@@ -148,6 +148,24 @@ def run_one(preset: str, setting: str, repeats: int, device: str) -> dict:
             "runs": len(times), "stages": {k: statistics.median(v) for k, v in stages.items()}}
 
 
+def run_settings(preset: str, settings: list[str], repeats: int, threads: int, device: str) -> list[dict]:
+    """:func:`run_one` for every setting, each in a fresh process (so peak RSS is the setting's own)."""
+    results = []
+    for setting in settings:
+        command = [sys.executable, __file__, "--run-one", setting, "--preset", preset, "--repeats", str(repeats),
+                   "--threads", str(threads), "--device", device]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"setting {setting} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{setting}: {results[-1]['median_s']:.2f} s", file=sys.stderr)
+    return results
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _official_key(preset: str, setting: str) -> str | None:
     """The official figures measured GLEE-Lite (lite-r50) only."""
     key = setting.removesuffix("-cached")
@@ -197,16 +215,8 @@ def main() -> None:
     if args.run_one:
         print(json.dumps(run_one(args.preset, args.run_one, args.repeats, args.device)))
         return
-    results = []
-    for setting in args.settings:
-        command = [sys.executable, __file__, "--run-one", setting, "--preset", args.preset, "--repeats",
-                   str(args.repeats), "--threads", str(args.threads), "--device", args.device]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"setting {setting} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{setting}: {results[-1]['median_s']:.2f} s", file=sys.stderr)
-    load = "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results = run_settings(args.preset, args.settings, args.repeats, args.threads, args.device)
+    load = load_average()
     print_tables(results, load)
     if args.json:
         with open(args.json, "w") as handle:

@@ -1,4 +1,5 @@
-"""``gleekit predict`` / ``track`` / ``convert`` / ``parity``: the glee_core commands.
+"""``gleekit predict`` / ``track`` / ``convert`` / ``parity`` / ``export onnx`` / ``vocab encode``: the glee_core
+commands.
 
 Heavy imports (torch, the model) happen inside the commands so that ``gleekit --help`` is fast.
 """
@@ -30,17 +31,24 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _prompt(categories: str | None, expression: str | None, box: str | None, point: str | None) -> Prompt:
+def _prompt(categories: str | None, expression: str | None, box: str | None, point: str | None,
+            caption: str | None, vocabulary: Path | None) -> Prompt:
     """The one prompt the options give (a usage error unless exactly one is given)."""
-    from glee_core.structures import Categories, Expression, VisualPrompt
+    from glee_core.structures import Caption, Categories, Expression, VisualPrompt
+    from glee_core.vocabulary import Vocabulary
 
-    given = [p for p in (categories, expression, box, point) if p is not None]
+    given = [p for p in (categories, expression, box, point, caption, vocabulary) if p is not None]
     if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --categories, --expression, --box, --point")
+        raise typer.BadParameter("give exactly one of --categories, --expression, --box, --point, --caption, "
+                                 "--vocabulary")
     if categories is not None:
         return Categories([c.strip() for c in categories.split(",")])
     if expression is not None:
         return Expression(expression)
+    if caption is not None:
+        return Caption(caption)
+    if vocabulary is not None:
+        return Vocabulary.load(vocabulary)
     if box is not None:
         return VisualPrompt(boxes=[_parse_floats(box, 4, "--box")])
     return VisualPrompt(points=[_parse_floats(point, 2, "--point")])
@@ -52,6 +60,11 @@ def predict(
     expression: Optional[str] = typer.Option(None, help="A referring expression."),
     box: Optional[str] = typer.Option(None, help="Box prompt x1,y1,x2,y2 in pixels."),
     point: Optional[str] = typer.Option(None, help="Point prompt x,y in pixels."),
+    caption: Optional[str] = typer.Option(None, help="A sentence whose noun phrases are grounded, e.g. "
+                                                     '"a red circle next to two blue squares".'),
+    vocabulary: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                              help="An encoded or tuned vocabulary file (gleekit vocab encode, "
+                                                         "gleekit tune-vocab)."),
     model: str = typer.Option("nano", help="Model folder (gleekit convert), bundled model name (nano), or official "
                                            "checkpoint file (with --preset)."),
     preset: Optional[str] = typer.Option(None, help="Architecture preset when --model is an official .pth."),
@@ -69,7 +82,7 @@ def predict(
     from glee_core.visualize import save_overlay
 
     try:
-        prompt = _prompt(categories, expression, box, point)
+        prompt = _prompt(categories, expression, box, point, caption, vocabulary)
         predictor = GleePredictor.from_pretrained(model, preset=preset, device=device)
         image_array = predictor.load_image(image)
         dets = predictor.predict(image_array, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms)
@@ -85,8 +98,11 @@ def predict(
     for column in ("#", "label", "score", "box x1,y1,x2,y2"):
         table.add_column(column)
     for i in range(min(len(dets), 20)):
-        table.add_row(str(i), dets.label_names[int(dets.labels[i])], f"{dets.scores[i]:.3f}",
-                      ", ".join(f"{v:.1f}" for v in dets.boxes[i]))
+        label = dets.label_names[int(dets.labels[i])]
+        if caption is not None:
+            start, end = prompt.spans[int(dets.labels[i])]
+            label = f"{label} [{start}:{end}]"
+        table.add_row(str(i), label, f"{dets.scores[i]:.3f}", ", ".join(f"{v:.1f}" for v in dets.boxes[i]))
     Console().print(table)
     typer.echo(f"wrote {json_path} and {png_path}")
 
@@ -195,9 +211,79 @@ def parity(
     raise typer.Exit(run_parity(weights, cases_dir))
 
 
+def export_onnx(
+    model: str = typer.Option("nano", help="Model folder, bundled model name (nano), or official checkpoint file "
+                                           "(with --preset)."),
+    preset: Optional[str] = typer.Option(None, help="Architecture preset when --model is an official .pth."),
+    out: Path = typer.Option(Path("glee.onnx"), help="The .onnx file to write; its sidecar is <out>.json."),
+    height: Optional[int] = typer.Option(None, help="Fixed padded input height in pixels, a multiple of 32 "
+                                                    "(default: the model's long-side cap)."),
+    width: Optional[int] = typer.Option(None, help="Fixed padded input width in pixels, a multiple of 32 "
+                                                   "(default: the model's long-side cap)."),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset, >= 16 (default 17)."),
+    verify: bool = typer.Option(True, help="Run the file in onnxruntime on a random input and compare with "
+                                           "PyTorch (fails above 1e-3)."),
+) -> None:
+    """Export the image path (category prompts; text embeddings are inputs) to ONNX for onnxruntime."""
+    from glee_core.modeling.glee import GleeModel
+    from glee_core.onnx_export import DEFAULT_OPSET, OnnxGlee, export_onnx as export, max_abs_errors, sidecar_path
+
+    try:
+        glee = GleeModel.from_pretrained(model, preset=preset)
+        export(glee, out, height=height, width=width, opset=opset or DEFAULT_OPSET)
+        runner = OnnxGlee(out) if verify else None
+    except (ValueError, ImportError) as exc:
+        _fail(exc)
+    sidecar = sidecar_path(out)
+    height, width = json.loads(sidecar.read_text())["image_size"]
+    typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {height}x{width} input) and {sidecar}")
+    if runner is not None:
+        errors = max_abs_errors(glee, runner, glee.encode_vocabulary(["person", "car", "traffic light"]))
+        typer.echo("max |onnxruntime - PyTorch|: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+        if max(errors.values()) > 1e-3:
+            _fail(ValueError("the ONNX outputs differ from PyTorch's by more than 1e-3"))
+
+
+def vocab_encode(
+    names: str = typer.Argument(..., help='Comma-separated names, or @FILE with one name per line.'),
+    model: str = typer.Option("nano", help="Model folder, bundled model name (nano), or official checkpoint file "
+                                           "(with --preset)."),
+    preset: Optional[str] = typer.Option(None, help="Architecture preset when --model is an official .pth."),
+    out: Path = typer.Option(Path("vocabulary.safetensors"), help="The vocabulary file to write."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
+) -> None:
+    """Encode a category list once (e.g. LVIS's 1,203 names) into a file for --vocabulary; it runs only on the
+    model that wrote it."""
+    import torch
+
+    from glee_core.modeling.glee import GleeModel
+    from glee_core.structures import Categories
+
+    try:
+        if names.startswith("@"):
+            listed = [line.strip() for line in Path(names[1:]).read_text().splitlines() if line.strip()]
+        else:
+            listed = [n.strip() for n in names.split(",")]
+        categories = Categories(listed)
+        glee = GleeModel.from_pretrained(model, preset=preset, device=device).eval()
+        with torch.no_grad():
+            vocab = glee.encode_vocabulary(categories.names)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    vocab.save(out)
+    typer.echo(f"wrote {out}: {len(vocab)} names, {vocab.fusion_tokens.shape[0]} tokens, "
+               f"text tower {vocab.fingerprint[:12]}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the glee_core commands to the top-level ``gleekit`` app."""
     app.command()(predict)
     app.command()(track)
     app.command()(convert)
     app.command()(parity)
+    export_app = typer.Typer(help="Export a model for other runtimes.", no_args_is_help=True)
+    export_app.command("onnx")(export_onnx)
+    app.add_typer(export_app, name="export")
+    vocab_app = typer.Typer(help="Encoded category vocabularies.", no_args_is_help=True)
+    vocab_app.command("encode")(vocab_encode)
+    app.add_typer(vocab_app, name="vocab")

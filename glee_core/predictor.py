@@ -17,12 +17,12 @@ from glee_core.image_io import ImageSource, load_image
 from glee_core.modeling.glee import GleeModel
 from glee_core.modeling.visual_prompt import prompt_mask_from_box, prompt_mask_from_mask, prompt_mask_from_point
 from glee_core.online_tracking import OnlineTracker
-from glee_core.structures import Categories, Detections, Expression, Tracks, VisualPrompt
+from glee_core.structures import Caption, Categories, Detections, Expression, Tracks, VisualPrompt
 from glee_core.video_inference import VIDEO_TOPK, minvis_inference
 from glee_core.video_io import VideoReadError, VideoSource, iter_frames
 from glee_core.vocabulary import Vocabulary
 
-Prompt = Union[Categories, Vocabulary, Expression, VisualPrompt]
+Prompt = Union[Categories, Vocabulary, Caption, Expression, VisualPrompt]
 MAX_BATCH_IMAGES = 64
 
 
@@ -69,7 +69,8 @@ class GleePredictor:
 
         Args:
             images: one image or a list (path, PIL, uint8 HWC RGB numpy, or tensor); any size.
-            prompt: ``Categories`` or an encoded ``Vocabulary`` (labels index the names), ``Expression`` (one result per image,
+            prompt: ``Categories`` or an encoded ``Vocabulary`` (labels index the names), a ``Caption``
+                (labels index its phrases; ``caption.spans[label]`` is the phrase's text span), ``Expression`` (one result per image,
                 label 0) or ``VisualPrompt`` (one result per box/foreground point/mask/scribble, label
                 = prompt index; one image at a time). Background points (``point_labels`` 0) exclude:
                 each prompt then returns its best object whose mask covers no background point, or
@@ -89,10 +90,10 @@ class GleePredictor:
             raise ValueError("no images given")
         if len(arrays) > MAX_BATCH_IMAGES:
             raise ValueError(f"{len(arrays)} images in one call; at most {MAX_BATCH_IMAGES}, split the list")
-        if isinstance(prompt, (Categories, Vocabulary)):
-            categories = prompt if isinstance(prompt, Vocabulary) else list(prompt.names)
-            results = self._predict_text(arrays, categories=categories, label_names=list(prompt.names),
-                                         candidates=topk)
+        if isinstance(prompt, (Categories, Vocabulary, Caption)):
+            categories = self._categories(prompt)
+            label_names = list(prompt.phrases if isinstance(prompt, Caption) else prompt.names)
+            results = self._predict_text(arrays, categories=categories, label_names=label_names, candidates=topk)
         elif isinstance(prompt, Expression):
             results = self._predict_text(arrays, expressions=[prompt.normalized] * len(arrays),
                                          label_names=[prompt.text])
@@ -101,9 +102,9 @@ class GleePredictor:
                 raise ValueError("visual prompts refer to one image; call predict once per image")
             results = [self._predict_visual(arrays[0], prompt)]
         else:
-            raise TypeError(f"prompt must be Categories, a Vocabulary, Expression or VisualPrompt, "
+            raise TypeError(f"prompt must be Categories, a Vocabulary, a Caption, Expression or VisualPrompt, "
                             f"got {type(prompt).__name__}")
-        results = [self._select(d, score_threshold, topk, nms_iou) for d in results]
+        results = [select_detections(d, score_threshold, topk, nms_iou) for d in results]
         return results[0] if single else results
 
     def stream(
@@ -234,20 +235,23 @@ class GleePredictor:
         return Tracks(results)
 
     # ------------------------------------------------------------------ internals
+    def _categories(self, prompt: Categories | Vocabulary | Caption) -> list[str] | Vocabulary:
+        """What the model's ``categories`` argument gets for a category-like prompt."""
+        if isinstance(prompt, Caption):
+            if prompt.context:
+                with torch.no_grad():
+                    return self.model.encode_caption(prompt.text, prompt.spans)
+            return prompt.phrases
+        return prompt if isinstance(prompt, Vocabulary) else list(prompt.names)
+
     def _predict_text(self, arrays: list[np.ndarray], *, label_names: list[str], categories=None, expressions=None,
                       candidates: int | None = None) -> list[Detections]:
         """``candidates``: (query, class) pairs kept per image when more than the official ``test_topk``."""
         batch = processing.preprocess(arrays, self.spec, device=self.model.device)
         out = self.model(batch.tensor, categories=categories, expressions=expressions)
         topk = 1 if expressions is not None else max(self.model.config.test_topk, candidates or 0)
-        results = []
-        for i, (image_size, original) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
-            crop = processing.valid_region(image_size, original, self.spec.lsj)
-            inst = processing.postprocess_instances(out.pred_logits[i].float(), out.pred_masks[i].float(),
-                                                    out.pred_boxes[i].float(), batch.padded_size, crop, original,
-                                                    self.spec.lsj, topk)
-            results.append(self._to_detections(inst, out.query_embeds[i], label_names, original))
-        return results
+        return instance_detections(out.pred_logits, out.pred_masks, out.pred_boxes, out.query_embeds, batch, self.spec,
+                                   label_names, topk)
 
     def _predict_visual(self, image: np.ndarray, prompt: VisualPrompt) -> Detections:
         prompt.validate_against(image.shape[:2])
@@ -281,7 +285,7 @@ class GleePredictor:
             inst = processing.visual_prompt_inference(out.pred_logits[0].float(), masks_up, boxes, topk=candidates)
             rows.append((self._exclude_background(inst, background), out.query_embeds[0]))
         names = [f"prompt {i}" for i in range(len(rows))]
-        parts = [self._to_detections(inst, embeds, names, original, label=i) for i, (inst, embeds) in enumerate(rows)]
+        parts = [to_detections(inst, embeds, names, original, label=i) for i, (inst, embeds) in enumerate(rows)]
         return Detections(
             boxes=np.concatenate([p.boxes for p in parts]), scores=np.concatenate([p.scores for p in parts]),
             labels=np.concatenate([p.labels for p in parts]), label_names=names, image_size=original,
@@ -315,26 +319,43 @@ class GleePredictor:
         canvas = canvas.resize((size[1], size[0]), Image.NEAREST)
         return torch.from_numpy(np.asarray(canvas) > 0)
 
-    @staticmethod
-    def _to_detections(inst: processing.InstanceResult, query_embeds: torch.Tensor, label_names: list[str],
-                       original: tuple[int, int], label: int | None = None) -> Detections:
-        labels = inst.labels.cpu().numpy() if label is None else np.full(len(inst.scores), label)
-        return Detections(
-            boxes=inst.boxes.cpu().numpy(), scores=inst.scores.float().cpu().numpy(), labels=labels,
-            label_names=label_names, image_size=original, masks=inst.masks.cpu().numpy(),
-            query_embeds=query_embeds[inst.query_index].float().cpu().numpy(), query_index=inst.query_index.cpu().numpy(),
-        )
 
-    @staticmethod
-    def _select(dets: Detections, score_threshold: float, topk: int | None, nms_iou: float | None) -> Detections:
-        dets = dets.sort_by_score()
-        if score_threshold > 0:
-            dets = dets.filter(min_score=score_threshold)
-        if nms_iou is not None:
-            dets = dets.nms(nms_iou, class_agnostic=True)
-        if topk is not None:
-            dets = dets.topk(topk)
-        return dets
+
+def instance_detections(pred_logits: torch.Tensor, pred_masks: torch.Tensor, pred_boxes: torch.Tensor,
+                        query_embeds: torch.Tensor, batch: processing.ImageBatch, spec: processing.InputSpec,
+                        label_names: list[str], topk: int) -> list[Detections]:
+    """Raw outputs of a batch (logits [B, Q, K], mask logits [B, Q, h, w], boxes [B, Q, 4] cxcywh, query embeds
+    [B, Q, D]; torch tensors) -> per image, its top-``topk`` (query, class) instances in original pixels."""
+    results = []
+    for i, (image_size, original) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
+        crop = processing.valid_region(image_size, original, spec.lsj)
+        inst = processing.postprocess_instances(pred_logits[i].float(), pred_masks[i].float(), pred_boxes[i].float(),
+                                                batch.padded_size, crop, original, spec.lsj, topk)
+        results.append(to_detections(inst, query_embeds[i], label_names, original))
+    return results
+
+
+def to_detections(inst: processing.InstanceResult, query_embeds: torch.Tensor, label_names: list[str],
+                  original: tuple[int, int], label: int | None = None) -> Detections:
+    """One image's instances -> :class:`Detections` (``label``: one label for all, else the instances' own)."""
+    labels = inst.labels.cpu().numpy() if label is None else np.full(len(inst.scores), label)
+    return Detections(
+        boxes=inst.boxes.cpu().numpy(), scores=inst.scores.float().cpu().numpy(), labels=labels,
+        label_names=label_names, image_size=original, masks=inst.masks.cpu().numpy(),
+        query_embeds=query_embeds[inst.query_index].float().cpu().numpy(), query_index=inst.query_index.cpu().numpy(),
+    )
+
+
+def select_detections(dets: Detections, score_threshold: float, topk: int | None, nms_iou: float | None) -> Detections:
+    """Best first; then the score threshold, class-agnostic NMS and top-k, each when set."""
+    dets = dets.sort_by_score()
+    if score_threshold > 0:
+        dets = dets.filter(min_score=score_threshold)
+    if nms_iou is not None:
+        dets = dets.nms(nms_iou, class_agnostic=True)
+    if topk is not None:
+        dets = dets.topk(topk)
+    return dets
 
 
 def _check_video_prompt(prompt: object) -> None:

@@ -223,7 +223,7 @@ def instance_inference(
         boxes: [Q, 4] xyxy boxes in original pixels.
         topk: number of (query, class) pairs kept; at most Q·K.
         mask_score: multiply the probability by the mean mask probability inside the mask.
-        upsample: maps the kept [N, h, w] mask logits to [N, H0, W0]; only the kept queries are upsampled,
+        upsample: maps [N, h, w] mask logits to [N, H0, W0]; only the kept queries are upsampled, once each,
             which equals upsampling all of them (every mask is interpolated on its own) at a fraction of the cost.
     """
     num_queries, num_classes = logits.shape
@@ -231,7 +231,11 @@ def instance_inference(
     prob, index = logits.sigmoid().flatten().topk(k, sorted=False)
     query = torch.div(index, num_classes, rounding_mode="floor")
     labels = index % num_classes
-    masks = mask_logits[query] if upsample is None else upsample(mask_logits[query])
+    if upsample is None:
+        masks = mask_logits[query]
+    else:  # a query kept for several classes is upsampled once
+        unique, inverse = torch.unique(query, return_inverse=True)
+        masks = upsample(mask_logits[unique])[inverse]
     scores = prob * mask_scores(masks) if mask_score else prob
     return InstanceResult(boxes[query], scores, labels, masks, query, prob)
 

@@ -12,8 +12,7 @@ Results:
   that produced each detection) and ``track_ids`` int64 ``[N]``.
 * ``Tracks`` — one video: per-frame ``Detections`` whose ``track_ids`` are stable across frames.
 
-Prompts (``Prompt`` is their union): ``Categories``, ``Expression``, ``VisualPrompt``,
-``PhraseGrounding``.
+Prompts (``Prompt`` is their union): ``Categories``, ``Expression``, ``VisualPrompt``, ``Caption``.
 """
 from __future__ import annotations
 
@@ -248,6 +247,17 @@ class Detections:
         """Greedy box NMS (drops boxes with IoU ``> iou_threshold`` to a better one), best first."""
         labels = None if class_agnostic else self.labels
         return self[nms_indices(self.boxes, self.scores, iou_threshold, labels=labels)]
+
+    def to_label_map(self, background: int = -1) -> np.ndarray:
+        """Semantic segmentation from the same call: an int64 ``[H, W]`` map where each pixel takes the label of
+        the highest-scoring mask covering it, ``background`` where no mask does. Stuff classes (sky, road) come
+        back as masks like things do; filter by score first (``filter(min_score=...)``) to drop weak masks."""
+        if self.masks is None:
+            raise ValueError("a label map needs masks; these detections have none (boxes only)")
+        label_map = np.full(self.image_size, background, dtype=np.int64)
+        for i in np.argsort(self.scores, kind="stable"):  # ascending: a better mask paints over a worse one
+            label_map[self.masks[i]] = self.labels[i]
+        return label_map
 
     def to_rle(self) -> list[RLE]:
         """COCO RLE of each mask: ``{"size": [H, W], "counts": str}``."""
@@ -536,27 +546,39 @@ class Expression:
 
 
 @dataclass
-class PhraseGrounding:
-    """A caption whose character ``spans`` ``(start, end)`` (end exclusive) mark the phrases to ground."""
+class Caption:
+    """A sentence whose phrases are grounded (GLIP-style): one label per phrase.
 
-    caption: str
-    spans: list[tuple[int, int]]
+    ``spans`` are character offsets ``(start, end)`` (end exclusive, on word boundaries, not overlapping);
+    None finds them with :func:`glee_core.phrases.find_phrases`. ``context`` False (default) encodes every
+    phrase on its own, as GLEE encodes category names; True encodes the whole caption once and pools each
+    phrase's tokens from it (GLIP's way: phrases see their context; early fusion sees the sentence).
+    Detections' labels index :attr:`phrases`; ``spans[label]`` maps a detection back to the text.
+    """
+
+    text: str
+    spans: list[tuple[int, int]] | None = None
+    context: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.caption, str) or not self.caption.strip():
-            raise ValueError(f"caption must be a non-empty string, got {self.caption!r}")
-        self.spans = [(int(start), int(end)) for start, end in self.spans]
-        if not self.spans:
-            raise ValueError("PhraseGrounding needs at least one span")
-        for start, end in self.spans:
-            if not 0 <= start < end <= len(self.caption) or not self.caption[start:end].strip():
-                raise ValueError(
-                    f"span ({start}, {end}) must select non-blank text inside the caption of length {len(self.caption)}"
-                )
+        from glee_core.phrases import check_spans, find_phrases
+
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(f"caption must be a non-empty string, got {self.text!r}")
+        if self.spans is None:
+            self.spans = find_phrases(self.text)
+            if not self.spans:
+                raise ValueError(f"no phrase found in the caption {self.text!r}; give spans explicitly")
+        else:
+            if isinstance(self.spans, (str, bytes)) or not isinstance(self.spans, Iterable):
+                raise ValueError(f"spans must be a list of (start, end) pairs, got {self.spans!r}")
+            self.spans = check_spans(self.text, list(self.spans))
+            if not self.spans:
+                raise ValueError("Caption needs at least one span")
 
     @property
     def phrases(self) -> list[str]:
-        return [self.caption[start:end] for start, end in self.spans]
+        return [self.text[start:end] for start, end in self.spans]
 
 
 @dataclass(eq=False)
@@ -631,4 +653,4 @@ class VisualPrompt:
             raise ValueError(f"prompt masks are {self.masks.shape[1]}x{self.masks.shape[2]}, expected {where}")
 
 
-Prompt = Union[Categories, Expression, VisualPrompt, PhraseGrounding]
+Prompt = Union[Categories, Expression, VisualPrompt, Caption]

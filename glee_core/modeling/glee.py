@@ -30,12 +30,14 @@ from glee_core.modeling.decoder_layer import PromptTokens
 from glee_core.modeling.pixel_decoder import MaskDINOEncoder
 from glee_core.modeling.text_encoder import (
     clip_text_config,
+    encode_caption,
     encode_categories,
     encode_expressions,
     expression_encoding,
     text_hidden_states,
 )
 from glee_core.modeling.tokenizer import tokenize
+from glee_core.phrases import token_spans
 from glee_core.modeling.visual_prompt import (
     PROMPT_MODES,
     FeatureFuser,
@@ -214,6 +216,16 @@ class GleeModel(nn.Module):
         (or to ``GleePredictor.predict``), or save it with ``Vocabulary.save``.
         """
         return self._encode_names(names, self.text_fingerprint())
+
+    def encode_caption(self, text: str, spans: Sequence[tuple[int, int]]) -> Vocabulary:
+        """GLIP-style phrases in context: the caption is encoded once; phrase ``(start, end)`` (character
+        offsets, on word boundaries) gets the mean of its tokens as class embedding; early fusion sees the
+        whole caption. Names of the result are the phrase texts."""
+        ids, mask = self._tokenize([text])
+        positions = token_spans(text, spans, self.config.text.max_length)
+        enc = encode_caption(self.text_encoder, self.lang_projection, ids, mask, positions)
+        names = tuple(text[start:end] for start, end in spans)
+        return Vocabulary(names, enc.class_embeddings, enc.fusion_tokens[0], self.text_fingerprint())
 
     def _encode_names(self, names: Sequence[str], fingerprint: str) -> Vocabulary:
         if isinstance(names, str):

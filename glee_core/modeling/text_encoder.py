@@ -123,6 +123,21 @@ def encode_categories(text_model: CLIPTextModel, lang_projection: torch.Tensor, 
     return CategoryEncoding(class_embeddings, torch.cat(per_name).unsqueeze(0))
 
 
+def encode_caption(text_model: CLIPTextModel, lang_projection: torch.Tensor, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor, token_spans: list[tuple[int, int]]) -> CategoryEncoding:
+    """One caption (tokenized, [1, 77]) and P phrase token ranges ``[a, b)`` -> class embeddings [P, 256] (the
+    mean of each phrase's projected tokens, in context) and fusion tokens [1, L, 256] (the caption's valid tokens)."""
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"encode one caption at a time, got {input_ids.shape[0]}")
+    tokens = _project(text_model, lang_projection, input_ids, attention_mask)[0]
+    valid = int(attention_mask[0].sum())
+    for first, last in token_spans:
+        if not 1 <= first < last <= valid - 1:
+            raise ValueError(f"token span [{first}, {last}) is outside the caption's words [1, {valid - 1})")
+    class_embeddings = torch.stack([tokens[first:last].mean(0) for first, last in token_spans])
+    return CategoryEncoding(class_embeddings, tokens[attention_mask[0] > 0].unsqueeze(0))
+
+
 def encode_expressions(text_model: CLIPTextModel, lang_projection: torch.Tensor,
                        input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ExpressionEncoding:
     """B referring expressions (tokenized, [B, 77], one per image) -> decoder prompt tokens and class embeddings."""

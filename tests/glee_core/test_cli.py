@@ -88,7 +88,7 @@ def test_predict_refuses_two_prompts(model_dir, tmp_path):
     result = runner.invoke(app, ["predict", str(IMAGE), "--categories", "cat", "--expression", "the cat",
                                  "--model", str(model_dir), "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "give exactly one of --categories, --expression, --box, --point" in _text(result)
+    assert "give exactly one of --categories, --expression, --box, --point, --caption" in _text(result)
 
 
 @pytest.mark.parametrize("option, value", [("--box", "1,2,3"), ("--box", "1,2,x,4"), ("--point", "5")])
@@ -135,3 +135,33 @@ def test_predict_user_errors_are_one_line(model_dir, tmp_path, args, message):
     assert result.exit_code == 1
     assert message in _text(result)
     assert not any(tmp_path.iterdir())
+
+
+def test_predict_caption_labels_phrases_with_their_spans(model_dir, tmp_path):
+    result = runner.invoke(app, ["predict", str(IMAGE), "--caption", "a red square next to two blue ellipses",
+                                 "--model", str(model_dir), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "image.json").read_text())
+    assert data["label_names"] == ["red square", "two blue ellipses"]
+    assert "red square [2:12]" in _text(result) or "two blue ellipses [21:38]" in _text(result)
+
+
+def test_vocab_encode_then_predict_with_the_file(model_dir, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("red square\nblue ellipse\n\ngreen rectangle\n")
+    vocab = tmp_path / "v.safetensors"
+    result = runner.invoke(app, ["vocab", "encode", f"@{names}", "--model", str(model_dir), "--out", str(vocab)])
+    assert result.exit_code == 0, result.output
+    assert "3 names" in result.output
+    by_file = runner.invoke(app, ["predict", str(IMAGE), "--vocabulary", str(vocab), "--model", str(model_dir),
+                                  "--out", str(tmp_path / "a")])
+    by_names = runner.invoke(app, ["predict", str(IMAGE), "--categories", "red square,blue ellipse,green rectangle",
+                                   "--model", str(model_dir), "--out", str(tmp_path / "b")])
+    assert by_file.exit_code == by_names.exit_code == 0, by_file.output
+    assert (json.loads((tmp_path / "a" / "image.json").read_text())
+            == json.loads((tmp_path / "b" / "image.json").read_text()))
+    other = runner.invoke(app, ["predict", str(IMAGE), "--vocabulary", str(vocab), "--model", "nano",
+                                "--out", str(tmp_path / "c")])
+    assert other.exit_code == 1 and "another text tower" in _text(other)
+    duplicate = runner.invoke(app, ["vocab", "encode", "cat,Cat", "--model", str(model_dir), "--out", str(vocab)])
+    assert duplicate.exit_code == 1 and "duplicate category name" in _text(duplicate)

@@ -206,3 +206,20 @@ def test_visual_prompt_inference_matches_official():
     assert_close(result.boxes, torch.from_numpy(post["boxes.0"]), name="boxes")
     certain = result.mask_logits.abs() > 1e-3
     assert torch.equal(result.masks[certain], torch.from_numpy(post["masks.0"]).bool()[certain])
+
+
+def test_upsampling_only_the_kept_queries_equals_upsampling_all():
+    g = torch.Generator().manual_seed(0)
+    logits, low = torch.randn(12, 5, generator=g), torch.randn(12, 6, 8, generator=g)
+    boxes = torch.rand(12, 4, generator=g)
+    sizes = []
+
+    def upsample(masks):
+        sizes.append(len(masks))
+        return P.upsample_masks(masks, (24, 32), (20, 30), (40, 60))
+
+    everything = P.instance_inference(logits, P.upsample_masks(low, (24, 32), (20, 30), (40, 60)), boxes, topk=20)
+    selected = P.instance_inference(logits, low, boxes, topk=20, upsample=upsample)
+    assert sizes == [len(torch.unique(selected.query_index))] and sizes[0] < 20  # duplicates upsampled once
+    for name in ("scores", "labels", "query_index", "mask_logits", "boxes"):
+        assert torch.equal(getattr(selected, name), getattr(everything, name)), name

@@ -10,10 +10,10 @@ import torch
 from glee_core.mask_ops import decode_rle
 from glee_core.structures import (
     MAX_CATEGORIES,
+    Caption,
     Categories,
     Detections,
     Expression,
-    PhraseGrounding,
     Tracks,
     VisualPrompt,
 )
@@ -259,11 +259,26 @@ def test_expression_normalisation():
         Expression("?!.")
 
 
-def test_phrase_grounding():
-    prompt = PhraseGrounding("a red circle next to a star", [(2, 12), (23, 27)])
-    assert prompt.phrases == ["red circle", "star"]
-    with pytest.raises(ValueError, match=r"span \(20, 40\) must select non-blank text"):
-        PhraseGrounding("a red circle", [(20, 40)])
+def test_caption_spans_given_or_found():
+    prompt = Caption("a red circle next to a star", [(2, 12), (23, 27)])
+    assert prompt.phrases == ["red circle", "star"] and not prompt.context
+    found = Caption("a red circle next to two blue squares, and the big star above it.")
+    assert found.phrases == ["red circle", "two blue squares", "big star"]
+    assert [found.text[a:b] for a, b in found.spans] == found.phrases
+
+
+@pytest.mark.parametrize("text, spans, message", [
+    ("a red circle", [(20, 40)], r"span \(20, 40\) must select non-blank text"),
+    ("a red circle", [(3, 12)], "cuts a word"),
+    ("a red circle", [(2, 12), (6, 12)], "overlap"),
+    ("a red circle", [(2,)], r"a \(start, end\) pair"),
+    ("a red circle", [], "at least one span"),
+    ("of the and", None, "no phrase found"),
+    ("  ", None, "non-empty string"),
+])
+def test_caption_bad_spans(text, spans, message):
+    with pytest.raises(ValueError, match=message):
+        Caption(text, spans)
 
 
 def test_visual_prompt_validation():
@@ -300,3 +315,20 @@ def test_visual_prompt_validate_against_image():
     with pytest.raises(ValueError, match=r"prompt masks are 3x3, expected the 10x16"):
         VisualPrompt(masks=np.ones((1, 3, 3), bool)).validate_against((10, 16))
     VisualPrompt(boxes=[[0, 0, 16, 10]], points=[[16, 10]]).validate_against((10, 16))
+
+
+def test_label_map_takes_the_best_mask_per_pixel():
+    masks = np.zeros((3, 4, 5), bool)
+    masks[0, :, :3] = True  # label 2, score 0.5: left part
+    masks[1, 1:3, 1:4] = True  # label 0, score 0.9: wins where it overlaps mask 0
+    masks[2, 3, 4] = True  # label 1, score 0.1
+    dets = Detections(boxes=np.zeros((3, 4)), scores=[0.5, 0.9, 0.1], labels=[2, 0, 1],
+                      label_names=["sky", "road", "grass"], image_size=(4, 5), masks=masks)
+    expected = np.array([[2, 2, 2, -1, -1],
+                         [2, 0, 0, 0, -1],
+                         [2, 0, 0, 0, -1],
+                         [2, 2, 2, -1, 1]])
+    np.testing.assert_array_equal(dets.to_label_map(), expected)
+    assert dets.to_label_map(background=255)[0, 4] == 255
+    with pytest.raises(ValueError, match="needs masks"):
+        Detections(boxes=np.zeros((1, 4)), scores=[1.0], labels=[0], label_names=["a"], image_size=(4, 5)).to_label_map()
