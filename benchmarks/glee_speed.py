@@ -1,7 +1,7 @@
 """GLEE latency per image, stage by stage, in the settings of the official CPU measurements.
 
     python benchmarks/glee_speed.py [--preset lite-r50] [--settings 1 80 1203 ref 80-cached 1203-cached]
-                                    [--repeats 5] [--threads 2] [--device cpu] [--json FILE]
+                                    [--repeats 5] [--threads 2] [--device cpu] [--autocast bf16] [--json FILE]
 
 Random weights, a 480x640 RGB image resized by the official test path (800x1067 for lite-r50), fp32,
 eval mode. Every setting runs in a fresh process: one warm-up, then ``--repeats`` timed runs of
@@ -110,7 +110,10 @@ class StageTimer:
         return stages
 
 
-def run_one(preset: str, setting: str, repeats: int, device: str) -> dict:
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str = "none") -> dict:
     """Time one setting in this process; returns medians, min, max, peak RSS and per-stage medians."""
     from glee_core.config import get_preset
     from glee_core.modeling.glee import GleeModel
@@ -120,7 +123,7 @@ def run_one(preset: str, setting: str, repeats: int, device: str) -> dict:
 
     torch.manual_seed(0)
     model = GleeModel.from_config(get_preset(preset)).eval()
-    predictor = GleePredictor(model, device=device)
+    predictor = GleePredictor(model, device=device, autocast=AUTOCAST[autocast])
     image = np.random.default_rng(0).integers(0, 255, (*IMAGE_HW, 3), dtype=np.uint8)
     cached = setting.endswith("-cached")
     if setting == "ref":
@@ -144,16 +147,18 @@ def run_one(preset: str, setting: str, repeats: int, device: str) -> dict:
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"preset": preset, "setting": setting, "threads": torch.get_num_threads(), "device": device,
+            "autocast": autocast,
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_mb": peak,
             "runs": len(times), "stages": {k: statistics.median(v) for k, v in stages.items()}}
 
 
-def run_settings(preset: str, settings: list[str], repeats: int, threads: int, device: str) -> list[dict]:
+def run_settings(preset: str, settings: list[str], repeats: int, threads: int, device: str,
+                 autocast: str = "none") -> list[dict]:
     """:func:`run_one` for every setting, each in a fresh process (so peak RSS is the setting's own)."""
     results = []
     for setting in settings:
         command = [sys.executable, __file__, "--run-one", setting, "--preset", preset, "--repeats", str(repeats),
-                   "--threads", str(threads), "--device", device]
+                   "--threads", str(threads), "--device", device, "--autocast", autocast]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"setting {setting} failed:\n{done.stderr[-3000:]}")
@@ -175,7 +180,7 @@ def _official_key(preset: str, setting: str) -> str | None:
 def print_tables(results: list[dict], load: str) -> None:
     console = Console(width=150)
     table = Table(title=f"GleePredictor, {results[0]['preset']}, random weights, {IMAGE_HW[0]}x{IMAGE_HW[1]} input, "
-                        f"{results[0]['device']}, {results[0]['threads']} threads ({load})")
+                        f"{results[0]['device']}, {results[0]['threads']} threads, autocast {results[0]['autocast']} ({load})")
     for column in ("setting", "median s", "min s", "max s", "peak RSS MB", "official median s",
                    "official peak MB", "speed-up"):
         table.add_column(column, justify="right")
@@ -208,14 +213,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--autocast", choices=sorted(AUTOCAST), default="none",
+                        help="run the forward under autocast (opt-in; changes outputs slightly)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.run_one:
-        print(json.dumps(run_one(args.preset, args.run_one, args.repeats, args.device)))
+        print(json.dumps(run_one(args.preset, args.run_one, args.repeats, args.device, args.autocast)))
         return
-    results = run_settings(args.preset, args.settings, args.repeats, args.threads, args.device)
+    results = run_settings(args.preset, args.settings, args.repeats, args.threads, args.device, args.autocast)
     load = load_average()
     print_tables(results, load)
     if args.json:

@@ -14,7 +14,7 @@ import torch
 
 from glee_core import processing
 from glee_core.image_io import ImageSource, load_image
-from glee_core.modeling.glee import GleeModel
+from glee_core.modeling.glee import GleeModel, GleeOutput
 from glee_core.modeling.visual_prompt import prompt_mask_from_box, prompt_mask_from_mask, prompt_mask_from_point
 from glee_core.online_tracking import OnlineTracker
 from glee_core.structures import Caption, Categories, Detections, Expression, Tracks, VisualPrompt
@@ -35,16 +35,28 @@ class GleePredictor:
         dets = predictor.predict("street.jpg", Categories(["person", "car"]), score_threshold=0.3)
     """
 
-    def __init__(self, model: GleeModel, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, model: GleeModel, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 autocast: torch.dtype | None = None):
+        """``dtype`` converts the weights; ``autocast`` (e.g. ``torch.bfloat16`` on a GPU) keeps float32 weights and
+        runs the forward under :func:`torch.autocast` (deformable sampling and post-processing stay float32).
+        Both change outputs slightly (opt-in; the default is the official float32 path)."""
         self.model = model.eval()
         if device is not None or dtype is not None:
             self.model.to(device=device, dtype=dtype)
+        self.autocast = autocast
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, preset: str | None = None, device: torch.device | str | None = None,
-                        dtype: torch.dtype | None = None, strict: bool = True) -> "GleePredictor":
+                        dtype: torch.dtype | None = None, autocast: torch.dtype | None = None,
+                        strict: bool = True) -> "GleePredictor":
         """Load the model with :meth:`GleeModel.from_pretrained` and wrap it."""
-        return cls(GleeModel.from_pretrained(source, preset=preset, strict=strict), device=device, dtype=dtype)
+        return cls(GleeModel.from_pretrained(source, preset=preset, strict=strict), device=device, dtype=dtype,
+                   autocast=autocast)
+
+    def _forward(self, images: torch.Tensor, **prompt) -> GleeOutput:
+        """The model on a batch, under autocast when set."""
+        with torch.autocast(self.model.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return self.model(images, **prompt)
 
     @staticmethod
     def load_image(source: ImageSource) -> np.ndarray:
@@ -213,9 +225,9 @@ class GleePredictor:
             clip = frames[start:start + window]
             batch = processing.preprocess(clip, self.spec, device=self.model.device)
             if isinstance(prompt, Categories):
-                out = self.model(batch.tensor, categories=label_names)
+                out = self._forward(batch.tensor, categories=label_names)
             else:
-                out = self.model(batch.tensor, expressions=[prompt.normalized] * len(clip))
+                out = self._forward(batch.tensor, expressions=[prompt.normalized] * len(clip))
             parts.append([x.float().cpu() for x in (out.pred_logits, out.pred_boxes, out.pred_masks, out.query_embeds)])
         logits, boxes, masks, embeds = (torch.cat(x) for x in zip(*parts))
         original = batch.original_sizes[0]
@@ -248,7 +260,7 @@ class GleePredictor:
                       candidates: int | None = None) -> list[Detections]:
         """``candidates``: (query, class) pairs kept per image when more than the official ``test_topk``."""
         batch = processing.preprocess(arrays, self.spec, device=self.model.device)
-        out = self.model(batch.tensor, categories=categories, expressions=expressions)
+        out = self._forward(batch.tensor, categories=categories, expressions=expressions)
         topk = 1 if expressions is not None else max(self.model.config.test_topk, candidates or 0)
         return instance_detections(out.pred_logits, out.pred_masks, out.pred_boxes, out.query_embeds, batch, self.spec,
                                    label_names, topk)
@@ -278,7 +290,7 @@ class GleePredictor:
             kinds.append("scribble")
         rows = []
         for mask, kind in zip(masks, kinds):
-            out = self.model(batch.tensor, visual_prompt_masks=mask.to(self.model.device), visual_prompt_type=kind)
+            out = self._forward(batch.tensor, visual_prompt_masks=mask.to(self.model.device), visual_prompt_type=kind)
             masks_up = processing.upsample_masks(out.pred_masks[0].float(), batch.padded_size, image_size, original)
             boxes = processing.scale_boxes(out.pred_boxes[0].float(), batch.padded_size, image_size, original, lsj=True)
             candidates = len(out.pred_logits[0]) if len(background) else 1
