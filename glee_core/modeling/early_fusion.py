@@ -71,12 +71,17 @@ class BiMultiHeadAttention(nn.Module):
             bias = bias.repeat_interleave(self.num_heads, dim=0)[:, None, :]  # [B*heads, 1, Nl]
 
         # one (image, head) slice at a time: the [Nv, Nl] logits of an LVIS-size vocabulary (18k x 5k) are
-        # 360 MB each; every slice is computed exactly as the batched version would
+        # 360 MB each; every slice is computed exactly as the batched version would. Without autograd
+        # recording, temporaries are updated in place (same values, less memory traffic).
+        inplace = not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad))
         out_v, out_l = [], []
         for i in range(query.shape[0]):
-            logits = (query[i] @ key[i].T).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)  # [Nv, Nl]
-            logits_l = logits.T
-            logits_l = (logits_l - logits_l.max(dim=-1, keepdim=True)[0]).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+            logits = query[i] @ key[i].T  # [Nv, Nl]
+            logits = logits.clamp_(-LOGIT_CLAMP, LOGIT_CLAMP) if inplace else logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+            logits_l = logits.T.contiguous()  # [Nl, Nv]: reductions over the vision axis on contiguous rows
+            shift = logits_l.amax(dim=-1, keepdim=True)
+            logits_l = logits_l.sub_(shift) if inplace else logits_l - shift
+            logits_l = logits_l.clamp_(-LOGIT_CLAMP, LOGIT_CLAMP) if inplace else logits_l.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
             probs_l = F.dropout(logits_l.softmax(dim=-1), p=self.dropout, training=self.training)
             out_l.append(probs_l @ value_v[i])
             del probs_l, logits_l

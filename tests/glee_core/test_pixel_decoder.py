@@ -157,6 +157,28 @@ def test_language_mask_quirk():
         torch.testing.assert_close(fuse(visual, lang_changed, mask)[0], masked)
 
 
+def test_fusion_per_slice_equals_batched_attention_and_trains():
+    """The sliced (and, without autograd, in-place) fusion equals a batched reference; gradients flow."""
+    torch.manual_seed(1)
+    fuse = VLFuse(img_dim=16, lang_dim=8, embed_dim=32, num_heads=4).eval()
+    attn = fuse.b_attn.attn
+    visual, lang = torch.randn(2, 6, 16), torch.randn(2, 5, 8)
+    v, l = fuse.b_attn.layer_norm_v(visual), fuse.b_attn.layer_norm_l(lang)
+    with torch.no_grad():
+        delta_v, delta_l = attn(v, l)
+        q = attn._heads(attn.v_proj(v) * attn.scale)
+        logits = torch.bmm(q, attn._heads(attn.l_proj(l)).transpose(1, 2))
+        probs_l = (logits.transpose(1, 2) - logits.transpose(1, 2).max(-1, keepdim=True)[0]).softmax(-1)
+        expected_v = attn.out_v_proj(attn._merge(torch.bmm(logits.softmax(-1), attn._heads(attn.values_l_proj(l))), 2))
+        expected_l = attn.out_l_proj(attn._merge(torch.bmm(probs_l, attn._heads(attn.values_v_proj(v))), 2))
+    torch.testing.assert_close(delta_v, expected_v)
+    torch.testing.assert_close(delta_l, expected_l)
+    with_grad = attn(v, l)  # parameters require grad: the out-of-place path
+    assert torch.equal(with_grad[0], delta_v) and torch.equal(with_grad[1], delta_l)
+    with_grad[0].sum().backward()
+    assert attn.v_proj.weight.grad is not None and attn.v_proj.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("preset", ["lite-r50", pytest.param("plus-swinl", marks=pytest.mark.slow),
                                     pytest.param("pro-eva02l", marks=pytest.mark.slow)])
 def test_real_size_encoder_memory(preset):
