@@ -4,7 +4,8 @@ A reference is, in this order: a handle (``img_3``); a ``data:`` URL (base64); a
 (only when downloads are allowed); a bare base64 string (64+ characters of the base64 alphabet); else a
 file path, which must resolve — symbolic links followed — to a file inside an allowed folder. ``..``
 components are refused outright. Sizes are checked before anything is decoded: encoded bytes against
-``Limits.max_image_bytes``, pixels (from the header) against ``Limits.max_image_pixels``.
+``Limits.max_image_bytes``, pixels (from the header) against ``Limits.max_image_pixels``. Python callers may
+also register pixels they already hold (an array), under the same pixel limit.
 """
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ class ImageResolver:
     def __init__(self, store: HandleStore, limits: Limits, access: Access):
         self.store, self.limits, self.access = store, limits, access
 
-    def image(self, ref: str) -> tuple[str, np.ndarray]:
-        """(handle, uint8 [H, W, 3] RGB) for one reference; a new image gets a new handle."""
+    def image(self, ref: str | np.ndarray) -> tuple[str, np.ndarray]:
+        """(handle, uint8 [H, W, 3] RGB) for one reference or in-memory uint8 [H, W, 3] RGB pixels (from Python,
+        never from a tool call); a new image gets a new handle."""
+        if isinstance(ref, np.ndarray):
+            self._check_array(ref)
+            return self.store.add("img", ref), ref
         ref = ref.strip()
         if is_handle(ref):
             return ref, self.store.get(ref, "img")
@@ -146,6 +151,13 @@ class ImageResolver:
             return path.read_bytes()
         except OSError as error:
             raise NotFound(f"cannot read {text[:200]!r}: {error.strerror}") from None
+
+    def _check_array(self, pixels: np.ndarray) -> None:
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise BadArgument(f"in-memory images must be uint8 [H, W, 3] RGB, got {pixels.dtype} {list(pixels.shape)}")
+        if pixels.shape[0] * pixels.shape[1] > self.limits.max_image_pixels:
+            raise TooLarge(f"the image has {pixels.shape[0] * pixels.shape[1]} pixels; at most "
+                           f"{self.limits.max_image_pixels} are accepted")
 
     def _decode(self, data: bytes, ref: str) -> np.ndarray:
         try:

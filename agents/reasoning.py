@@ -13,9 +13,9 @@ calls is answered with a reminder to finish with a tool call.
 
 Example::
 
-    from langchain_openai import ChatOpenAI
-    result = reason_segment(ChatOpenAI(model="..."), GleeToolkit(allowed_roots=["."]), "desk.jpg",
-                            "what can I drink from?")
+    from agents.openai_chat import OpenAICompatibleChat  # any OpenAI-compatible endpoint; or ChatOpenAI, ...
+    result = reason_segment(OpenAICompatibleChat(model="gpt-4o-mini"), GleeToolkit(allowed_roots=["."]),
+                            "desk.jpg", "what can I drink from?")
     result.mask  # bool [H, W]
 """
 from __future__ import annotations
@@ -84,9 +84,10 @@ class ReasoningResult:
     tool_calls: list[tuple[str, Any, bool]]
 
 
-def reason_segment(chat_model: BaseChatModel, toolkit: GleeToolkit, image: str, question: str, *,
+def reason_segment(chat_model: BaseChatModel, toolkit: GleeToolkit, image: str | np.ndarray, question: str, *,
                    max_steps: int = 6) -> ReasoningResult:
-    """Answer ``question`` about ``image`` (a handle, path or data URL, as the tools take it) with masks.
+    """Answer ``question`` about ``image`` (a handle, path or data URL, as the tools take it, or uint8 [H, W, 3]
+    RGB pixels) with masks.
 
     Raises the toolkit's ``ToolError`` when ``image`` cannot be loaded; nothing the model does raises.
     """

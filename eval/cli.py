@@ -33,8 +33,11 @@ ALLOW_INCOMPLETE = typer.Option(False, "--allow-incomplete-weights",
 
 def _evaluate(make: Callable[[], object], model: str, *, preset: Optional[str], limit: Optional[int],
               json_out: Optional[Path], allow_incomplete: bool, predictions_out: Optional[Path] = None,
-              plot_dir: Optional[Path] = None, predictions: Optional[Path] = None, batch_size: int = 1) -> None:
-    """Build the benchmark, load the model (or read ``predictions``), run, report (on the main process only)."""
+              plot_dir: Optional[Path] = None, predictions: Optional[Path] = None, batch_size: int = 1,
+              agent: Optional[Callable[[object], object]] = None) -> None:
+    """Build the benchmark, load the model (or read ``predictions``; ``agent`` turns the loaded model into the
+    evaluated one), run, report (on the main process only). A remote model that fails (ConnectionError) ends the
+    run with its message."""
     from rich.console import Console
 
     from eval.models import EvalModel, load_eval_model
@@ -51,11 +54,17 @@ def _evaluate(make: Callable[[], object], model: str, *, preset: Optional[str], 
             records = benchmark.records_from_predictions(load_results(predictions))[:limit]
         else:
             evaluated = load_eval_model(model, preset=preset, allow_incomplete=allow_incomplete)
+            if agent is not None:
+                evaluated = agent(evaluated)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
     if predictions is None:
-        records = collect_records(benchmark, evaluated, limit=limit, batch_size=batch_size)
+        try:
+            records = collect_records(benchmark, evaluated, limit=limit, batch_size=batch_size)
+        except ConnectionError as error:
+            console.print(f"[red]error:[/] {error}")
+            raise typer.Exit(2) from None
         if records is None:  # not the main process
             return
     if predictions_out is not None:  # before scoring: server-scored splits have no ground truth here
@@ -106,12 +115,23 @@ for _dataset in ("refcoco", "refcoco+", "refcocog"):
 @app.command("reasonseg")
 def reasonseg(model: str = MODEL, preset: Optional[str] = PRESET, data_root: Path = DATA_ROOT,
               split: str = typer.Option("val", help="val or test."), limit: Optional[int] = LIMIT,
-              json_out: Optional[Path] = JSON_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE) -> None:
-    """ReasonSeg gIoU / cIoU, overall and for short and long queries."""
+              json_out: Optional[Path] = JSON_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE,
+              agent: Optional[str] = typer.Option(None, help="Evaluate an LLM agent instead: openai:MODEL, served by "
+                                                  "any OpenAI-compatible endpoint (key: $OPENAI_API_KEY), plans, "
+                                                  "segments with the GLEE model of --model, looks at numbered "
+                                                  "overlays and selects."),
+              agent_base_url: Optional[str] = typer.Option(None, help="The agent's endpoint (default: "
+                                                           "$OPENAI_BASE_URL or https://api.openai.com/v1)."),
+              agent_max_steps: int = typer.Option(6, min=1, help="Model replies the agent may take per query.")) -> None:
+    """ReasonSeg gIoU / cIoU, overall and for short and long queries (with --agent also how the agent's queries
+    ended: selected, no_match, step_limit)."""
     from eval.benchmarks.reasonseg import ReasonSegBenchmark
+    from eval.models import load_agent_model
 
+    make_agent = None if agent is None else (
+        lambda glee: load_agent_model(glee, agent, base_url=agent_base_url, max_steps=agent_max_steps))
     _evaluate(lambda: ReasonSegBenchmark(data_root, split), model, preset=preset, limit=limit, json_out=json_out,
-              allow_incomplete=allow_incomplete_weights)
+              allow_incomplete=allow_incomplete_weights, agent=make_agent)
 
 
 def _detection_command(name: str, default_split: str, split_help: str, doc: str) -> None:

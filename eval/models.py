@@ -1,4 +1,5 @@
-"""The model a benchmark runs — a GLEE predictor or a GLEE-LLM — with its identity and load report.
+"""The model a benchmark runs — a GLEE predictor, a GLEE-LLM or an LLM agent over GLEE — with its identity and
+load report.
 
 Evaluation refuses a model whose weights did not all load (missing, unexpected or mis-shaped checkpoint
 entries, or no checkpoint at all): numbers from half-random weights are the classic way wrong results get
@@ -27,7 +28,8 @@ class IncompleteWeightsError(CheckpointError):
 
 @dataclass
 class EvalModel:
-    """``kind`` is ``"glee"`` (``model`` a :class:`GleePredictor`) or ``"mllm"`` (``model`` a ``GleeLLM``).
+    """``kind`` is ``"glee"`` (``model`` a :class:`GleePredictor`), ``"mllm"`` (``model`` a ``GleeLLM``) or
+    ``"agent"`` (``model`` a :class:`ReasoningAgent`; the hash and load report are its GLEE's).
     ``sha256`` hashes the weight files (hex); ``load_summary`` says what the load left out. A predictions file
     scored on its own is ``kind`` ``"predictions"`` with ``model`` None and the file's hash."""
 
@@ -56,9 +58,14 @@ class EvalModel:
         """The object ``text`` describes in ``image`` (uint8 [H, W, 3]): (box [4] xyxy pixels or None, bool mask
         [H, W]). GLEE: its top-scoring referring result. GLEE-LLM: the answer to LISA's validation question
         (``LONG_QUESTION`` when ``sentence`` else ``SHORT_QUESTION``); the mask unites every ``[SEG]``'s mask, the
-        box is the first one's; no ``[SEG]`` -> (None, empty mask)."""
+        box is the first one's; no ``[SEG]`` -> (None, empty mask). Agent: the mask it selects for ``text`` and
+        that mask's box (None when empty)."""
+        from glee_core.mask_ops import masks_to_boxes
         from glee_core.structures import Expression
 
+        if self.kind == "agent":
+            mask = self.reason(image, text)[0]
+            return (masks_to_boxes(mask[None])[0] if mask.any() else None), mask
         empty = np.zeros(image.shape[:2], bool)
         if self.kind == "glee":
             found = self.model.predict(image, Expression(text), topk=1)
@@ -69,16 +76,60 @@ class EvalModel:
             return None, empty
         return masks[0].boxes[0], np.logical_or.reduce([d.masks[0] for d in masks])
 
+    def reason(self, image: np.ndarray, question: str, *, sentence: bool = False) -> tuple[np.ndarray, str | None]:
+        """The bool mask [H, W] answering a reasoning ``question`` and how the answer ended: an agent's stop reason
+        ("selected", "no_match" or "step_limit"); None for GLEE and GLEE-LLM, whose mask is ``refer``'s."""
+        if self.kind == "agent":
+            result = self.model(image, question)
+            return result.mask, result.stopped
+        return self.refer(image, question, sentence=sentence)[1], None
+
     @property
     def predictor(self):
-        """The GLEE predictor (of the GLEE-LLM's GLEE for ``mllm``); None for a predictions file."""
+        """The GLEE predictor (of the GLEE-LLM's GLEE for ``mllm``, of the toolkit for ``agent``); None for a
+        predictions file."""
         if self.kind == "predictions":
             return None
         if self.kind == "glee":
             return self.model
+        if self.kind == "agent":
+            return self.model.toolkit.predictor
         from glee_core.predictor import GleePredictor
 
         return GleePredictor(self.model.glee)
+
+
+@dataclass
+class ReasoningAgent:
+    """A tool-calling chat model answering with :func:`agents.reasoning.reason_segment` over a GLEE toolkit."""
+
+    chat_model: Any
+    toolkit: Any
+    max_steps: int = 6
+
+    def __call__(self, image: np.ndarray, question: str):
+        """The loop's :class:`~agents.reasoning.ReasoningResult` for ``question`` about ``image`` (uint8 [H, W, 3])."""
+        from agents.reasoning import reason_segment
+
+        return reason_segment(self.chat_model, self.toolkit, image, question, max_steps=self.max_steps)
+
+
+def load_agent_model(glee: EvalModel, agent: str, *, base_url: str | None = None, max_steps: int = 6) -> EvalModel:
+    """``agent`` — ``"openai:MODEL"``, MODEL served by any OpenAI-compatible endpoint at ``base_url`` (default:
+    ``$OPENAI_BASE_URL`` or OpenAI's) — driving the reasoning loop over ``glee``'s predictor."""
+    provider, _, name = agent.partition(":")
+    if provider != "openai" or not name:
+        raise ValueError(f"the agent must be 'openai:MODEL' (any OpenAI-compatible endpoint), got {agent!r}")
+    try:
+        from agents.core import GleeToolkit
+        from agents.openai_chat import OpenAICompatibleChat
+    except ImportError as error:
+        raise ImportError(f"evaluating an agent needs pip install 'gleekit[agents]' ({error})") from error
+
+    chat = OpenAICompatibleChat(model=name, **({"base_url": base_url} if base_url else {}))
+    source = f"{agent} at {chat.base_url} (at most {max_steps} steps) over {glee.source}"
+    return EvalModel("agent", ReasoningAgent(chat, GleeToolkit(glee.predictor), max_steps), source, glee.sha256,
+                     glee.complete, glee.load_summary)
 
 
 def weights_sha256(paths: list[Path]) -> str:

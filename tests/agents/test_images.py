@@ -117,3 +117,14 @@ def test_frame_folders(tree):
         images.folder_frames(".")
     with pytest.raises(BadArgument, match="is not a folder"):
         images.folder_frames("a.png")
+
+
+def test_in_memory_pixels_get_a_handle_under_the_pixel_limit():
+    images = resolver()
+    handle, pixels = images.image(PIXELS)
+    assert handle.startswith("img_") and pixels is PIXELS
+    np.testing.assert_array_equal(images.pixels(handle), PIXELS)
+    with pytest.raises(BadArgument, match=r"uint8 \[H, W, 3\] RGB, got float32 \[12, 10\]"):
+        images.image(np.zeros((12, 10), np.float32))
+    with pytest.raises(TooLarge, match="the image has 120 pixels; at most 100"):
+        resolver(limits=Limits(max_image_pixels=100)).image(PIXELS)
