@@ -1,5 +1,6 @@
-"""The train package's commands: ``gleekit data shapeworld``, ``gleekit train glee``, ``gleekit train mllm`` and
-``gleekit finetune`` (typer apps; heavy imports happen inside the commands so ``gleekit --help`` stays fast)."""
+"""The train package's commands: ``gleekit data shapeworld``, ``gleekit train glee``, ``gleekit train mllm``,
+``gleekit finetune`` and ``gleekit tune-vocab`` (typer apps; heavy imports happen inside the commands so
+``gleekit --help`` stays fast)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -137,8 +138,93 @@ def finetune(
                f"{result.model_dir}; loss curve: {result.output_dir / 'loss_curve.png'}")
 
 
+def _names(text: str | None, option: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise typer.BadParameter(f"{option} needs at least one comma-separated name, got {text!r}")
+    return names
+
+
+def _print_ap50(title: str, before: dict[str, float], after: dict[str, float]) -> None:
+    typer.echo(f"{title}: box AP50 before -> after")
+    for name in before:
+        typer.echo(f"  {name:<24} {before[name]:.3f} -> {after[name]:.3f}")
+
+
+def tune_vocab(
+    data: Path = typer.Option(..., exists=True, dir_okay=False, help="COCO-format instances json of a few labelled "
+                                                                     "images."),
+    images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder the json's file_names are in."),
+    model: str = typer.Option("nano", help="The model to tune for: a model folder, a bundled name (nano), or an "
+                                           "official checkpoint (.pth) with --preset."),
+    preset: str | None = typer.Option(None, help="Architecture of an official checkpoint given to --model."),
+    out: Path = typer.Option(..., dir_okay=False, help="Where to write the tuned vocabulary (.safetensors)."),
+    names: str | None = typer.Option(None, help="Comma-separated names of the vocabulary (default: the data's "
+                                                "categories); every data category must be one of them."),
+    vocabulary: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                           help="Start from this vocabulary file of the same model instead of "
+                                                "encoding names (e.g. to tune it further)."),
+    tune: str | None = typer.Option(None, help="Comma-separated names to learn (default: the names the data "
+                                               "annotate); the others stay as they are."),
+    steps: int = typer.Option(150, help="Optimizer steps."),
+    lr: float = typer.Option(0.05, help="Peak learning rate (Adam, cosine decay)."),
+    batch_size: int = typer.Option(4, help="Images per step."),
+    seed: int = typer.Option(0, min=0, help="Seed of image order, flips and point sampling."),
+    val_data: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                         help="Held-out COCO json: print its box AP50 per category before and after."),
+    val_images: Path | None = typer.Option(None, exists=True, file_okay=False,
+                                           help="Folder of --val-data's images (default: --images)."),
+    curve: Path | None = typer.Option(None, dir_okay=False, help="Also write the loss curve as a PNG there."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Prompt tuning: learn a category vocabulary from a few labelled COCO images (the model is unchanged).
+
+    Only the vocabulary's class embeddings and fusion tokens are optimised, with GLEE's training losses. Use the
+    file like any category list, e.g. `gleekit predict --vocabulary OUT`; it runs only on the model it was tuned
+    for."""
+    from glee_core.modeling.glee import GleeModel
+    from glee_core.vocabulary import Vocabulary
+    from train.glee.prompt_tuning import (
+        TuningConfig,
+        evaluate_vocabulary,
+        initial_vocabulary,
+        load_dataset,
+        tune_vocabulary,
+        vocabulary_loss,
+    )
+
+    if names is not None and vocabulary is not None:
+        raise typer.BadParameter("give --names or --vocabulary, not both")
+    try:
+        TuningConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed).check()
+        glee = GleeModel.from_pretrained(model, preset=preset)
+        start = Vocabulary.load(vocabulary) if vocabulary is not None else _names(names, "--names")
+        dataset = load_dataset(data, images)
+        val = load_dataset(val_data, val_images or images) if val_data is not None else None
+        initial = initial_vocabulary(glee, start, dataset)
+        loss_before = vocabulary_loss(glee, initial, dataset, batch_size=batch_size, seed=seed)
+        before = evaluate_vocabulary(glee, initial, val, progress=progress) if val is not None else None
+        tuned, _ = tune_vocabulary(glee, dataset, vocabulary=initial, tune=_names(tune, "--tune"), steps=steps, lr=lr,
+                                   batch_size=batch_size, seed=seed, progress=progress, curve=curve)
+        path = tuned.save(out)
+        loss_after = vocabulary_loss(glee, tuned, dataset, batch_size=batch_size, seed=seed)
+        if val is not None:
+            _print_ap50(f"held-out {val_data.name} ({len(val.images)} images)", before,
+                        evaluate_vocabulary(glee, tuned, val, progress=progress))
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    typer.echo(f"tuned the vocabulary of {len(tuned)} names in {steps} steps; loss on the {len(dataset.images)} "
+               f"tuning images {loss_before:.3f} -> {loss_after:.3f}; vocabulary: {path}"
+               + (f"; loss curve: {curve}" if curve is not None else ""))
+
+
 def register(root: typer.Typer) -> None:
-    """Add the train commands (``data ...``, ``train glee``, ``finetune``) to the top-level ``gleekit`` app."""
+    """Add the train commands (``data ...``, ``train glee``, ``finetune``, ``tune-vocab``) to the top-level
+    ``gleekit`` app."""
     root.add_typer(data_app, name="data")
     root.add_typer(train_app, name="train")
     root.command()(finetune)
+    root.command("tune-vocab")(tune_vocab)

@@ -36,7 +36,8 @@ def model_dir(tmp_path_factory):
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("predict", "convert", "parity", "demo", "finetune", "train", "data", "eval"):
+    for command in ("predict", "convert", "parity", "demo", "finetune", "train", "data", "eval", "export", "vocab",
+                    "tune-vocab"):
         assert re.search(rf"\b{command}\b", result.output), command
 
 

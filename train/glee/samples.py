@@ -202,11 +202,12 @@ class CocoSource:
         index_of = {cid: i for i, cid in enumerate(self._ids)}
         categories = np.array([index_of[inst.category_id] for inst in instances], dtype=np.int64)
         boxes = np.array([inst.box for inst in instances], dtype=np.float32).reshape(-1, 4)
-        has_masks = all(inst.segmentation is not None for inst in instances)
-        masks = (np.stack([inst.mask(record.height, record.width) for inst in instances]).reshape(
-            -1, record.height, record.width) if has_masks else None)
+        has_masks = all(inst.segmentation is not None for inst in instances)  # an image without objects: [0, H, W]
+        masks = (np.stack([inst.mask(record.height, record.width) for inst in instances]
+                          or [np.zeros((record.height, record.width), dtype=bool)])[: len(instances)]
+                 if has_masks else None)
         if self.flip and rng.random() < 0.5:
             image = np.ascontiguousarray(image[:, ::-1])
             boxes = np.stack([record.width - boxes[:, 2], boxes[:, 1], record.width - boxes[:, 0], boxes[:, 3]], 1)
-            masks = None if masks is None else np.ascontiguousarray(masks[:, :, ::-1])
+            masks = None if masks is None else masks[:, :, ::-1].copy()  # (ascontiguousarray keeps [0, H, W] flipped)
         return detection_sample(image, self.category_names, categories, boxes, masks)

@@ -105,3 +105,20 @@ def test_coco_source_reads_and_flips(tmp_path):
     boxes = {tuple(source.sample(i).boxes[0].tolist()) for i in range(12)}
     assert boxes == {(2.0, 3.0, 12.0, 8.0), (18.0, 3.0, 28.0, 8.0)}
     assert source.sample(0).names == ["widget"] and source.sample(0).masks.shape == (1, 20, 30)
+
+
+def test_coco_source_reads_an_image_without_objects(tmp_path):
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "1.png")
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "2.png")
+    coco = {"images": [{"id": 1, "file_name": "1.png", "width": 30, "height": 20},
+                       {"id": 2, "file_name": "2.png", "width": 30, "height": 20}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [2, 3, 10, 5], "iscrowd": 0,
+                             "area": 50, "segmentation": [[2, 3, 12, 3, 12, 8, 2, 8]]}],
+            "categories": [{"id": 7, "name": "widget"}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    source = CocoSource(read_coco(tmp_path / "c.json", tmp_path))
+    for index in (1, 3, 5, 7, 9, 11):  # image 2, a negative image, flipped or not
+        empty = source.sample(index)
+        assert empty.labels.shape == (0,) and empty.boxes.shape == (0, 4) and empty.masks.shape == (0, 20, 30)
+        batch = collate([source.sample(0), empty], SPEC)
+        assert len(batch.targets[1]) == 0 and batch.targets[1].masks.shape[0] == 0
