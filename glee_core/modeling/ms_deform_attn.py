@@ -64,10 +64,6 @@ def ms_deform_attn_core_pytorch(value: torch.Tensor, spatial_shapes: torch.Tenso
     return out.transpose(1, 2).contiguous().to(out_dtype)
 
 
-_CORNER_DX = (0.0, 1.0, 0.0, 1.0)
-_CORNER_DY = (0.0, 0.0, 1.0, 1.0)
-
-
 def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                             sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """Fast CPU kernel (shapes: module doc): one ``embedding_bag`` over the bilinear corners of all points.
@@ -89,21 +85,25 @@ def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, l
 
     dtype = value.dtype
     size = torch.tensor(shapes, dtype=dtype, device=value.device)  # [L, 2] (H, W)
-    height, width = size[:, 0].view(levels, 1, 1), size[:, 1].view(levels, 1, 1)
-    level_start = torch.tensor([0, *bordered[:-1]], device=value.device).cumsum(0).to(dtype).view(levels, 1, 1)
-    dx = torch.tensor(_CORNER_DX, dtype=dtype, device=value.device)
-    dy = torch.tensor(_CORNER_DY, dtype=dtype, device=value.device)
+    height, width = size[:, 0].view(levels, 1), size[:, 1].view(levels, 1)
+    first_row = torch.tensor([0, *bordered[:-1]], device=value.device).cumsum(0).view(levels, 1)
     locations = sampling_locations.transpose(1, 2).reshape(n * heads, num_queries, levels, points, 2)
-    x = locations[..., 0] * width[..., 0] - 0.5  # [N*M, Lq, L, P] pixel coordinates
-    y = locations[..., 1] * height[..., 0] - 0.5
-    x0, y0 = x.floor(), y.floor()
-    fx, fy = (x - x0).unsqueeze(-1), (y - y0).unsqueeze(-1)
-    corner_x = torch.minimum((x0.unsqueeze(-1) + dx).clamp(min=-1.0), width)  # [N*M, Lq, L, P, 4]
-    corner_y = torch.minimum((y0.unsqueeze(-1) + dy).clamp(min=-1.0), height)
-    rows = ((corner_y + 1) * (width + 2) + (corner_x + 1) + level_start).to(torch.int64)
-    rows += (torch.arange(n * heads, device=value.device) * sum(bordered)).view(-1, 1, 1, 1, 1)
-    bilinear = torch.where(dx > 0, fx, 1 - fx) * torch.where(dy > 0, fy, 1 - fy)
-    weights = bilinear * attention_weights.transpose(1, 2).reshape(n * heads, num_queries, levels, points, 1)
+    x = locations[..., 0] * width - 0.5  # [N*M, Lq, L, P] pixel coordinates
+    y = locations[..., 1] * height - 0.5
+    x0, y0 = x.detach().floor(), y.detach().floor()  # integer corners carry no gradient (as floor's is zero)
+    fx, fy = x - x0, y - y0
+    # corner coordinates clamped into the zero border, then rows of the bordered maps (all [N*M, Lq, L, P])
+    columns = [torch.minimum((x0 + dx).clamp_(min=-1.0), width).to(torch.int64) + 1 for dx in (0, 1)]
+    line_starts = [(torch.minimum((y0 + dy).clamp_(min=-1.0), height).to(torch.int64) + 1) * (width.long() + 2)
+                   + first_row for dy in (0, 1)]
+    line_starts = [r + (torch.arange(n * heads, device=value.device) * sum(bordered)).view(-1, 1, 1, 1)
+                   for r in line_starts]
+    attention = attention_weights.transpose(1, 2).reshape(n * heads, num_queries, levels, points)
+    row_weights = [(1 - fy) * attention, fy * attention]
+    column_weights = [1 - fx, fx]
+    # corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) of each point: [N*M, Lq, L, P, 4]
+    rows = torch.stack([line_starts[i] + columns[j] for i in (0, 1) for j in (0, 1)], dim=-1)
+    weights = torch.stack([row_weights[i] * column_weights[j] for i in (0, 1) for j in (0, 1)], dim=-1)
     out = F.embedding_bag(rows.reshape(n * heads * num_queries, -1), table,
                           per_sample_weights=weights.reshape(n * heads * num_queries, -1), mode="sum")
     return out.view(n, heads, num_queries, dim).transpose(1, 2).reshape(n, num_queries, heads * dim).to(out_dtype)
