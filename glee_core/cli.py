@@ -31,8 +31,8 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _prompt(categories: str | None, expression: str | None, box: str | None, point: str | None,
-            caption: str | None, vocabulary: Path | None) -> Prompt:
+def _prompt(categories: str | None, expression: str | None, box: str | None = None, point: str | None = None,
+            caption: str | None = None, vocabulary: Path | None = None) -> Prompt:
     """The one prompt the options give (a usage error unless exactly one is given)."""
     from glee_core.structures import Caption, Categories, Expression, VisualPrompt
     from glee_core.vocabulary import Vocabulary
@@ -149,7 +149,7 @@ def track(
 
     bar = tqdm(desc=f"tracking ({mode})", unit="frame")
     try:
-        prompt = _prompt(categories, expression, None, None)
+        prompt = _prompt(categories, expression)
         predictor = GleePredictor.from_pretrained(model, preset=preset, device=device)
         if mode == "online":
             per_frame = []

@@ -37,7 +37,6 @@ from glee_core.modeling.text_encoder import (
     text_hidden_states,
 )
 from glee_core.modeling.tokenizer import tokenize
-from glee_core.phrases import token_spans
 from glee_core.modeling.visual_prompt import (
     PROMPT_MODES,
     FeatureFuser,
@@ -45,6 +44,7 @@ from glee_core.modeling.visual_prompt import (
     template_crops,
     template_tokens,
 )
+from glee_core.phrases import token_spans
 from glee_core.vocabulary import TextFingerprint, Vocabulary, VocabularyCache
 
 CONFIG_NAME = "config.json"

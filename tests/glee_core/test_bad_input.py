@@ -84,7 +84,8 @@ def test_bad_image_lists_and_prompts(predictor: GleePredictor):
         predictor.predict([], CATEGORIES)
     with pytest.raises(ImageLoadError, match="cannot load an image from int"):
         predictor.predict(7, CATEGORIES)
-    with pytest.raises(TypeError, match="prompt must be Categories, Expression or VisualPrompt, got str"):
+    with pytest.raises(TypeError,
+                       match="prompt must be Categories, a Vocabulary, a Caption, Expression or VisualPrompt, got str"):
         predictor.predict(IMAGE, "red square")
     with pytest.raises(ValueError, match="visual prompts refer to one image"):
         predictor.predict([IMAGE, IMAGE], VisualPrompt(points=[[10, 10]]))
