@@ -176,19 +176,33 @@ def frozen(model: GleeModel) -> Iterator[GleeModel]:
     """The model with every parameter frozen, in eval mode except its decoder head (training mode there only adds
     the per-layer predictions and masks the losses need; the decoder has no dropout); ``.grad`` cleared on entry,
     train/eval modes and ``requires_grad`` flags restored on exit."""
-    modes = {name: module.training for name, module in model.named_modules()}
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     try:
-        model.requires_grad_(False)
-        model.eval()
-        model.predictor.train()
+        with restored_modes(model):
+            model.requires_grad_(False)
+            model.eval()
+            model.predictor.train()
+            yield model
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+
+
+@contextlib.contextmanager
+def restored_modes(model: GleeModel) -> Iterator[GleeModel]:
+    """The model, with every module's train/eval mode put back as it was on exit."""
+    modes = {name: module.training for name, module in model.named_modules()}
+    try:
         yield model
     finally:
         for name, module in model.named_modules():
             module.train(modes[name])
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
+
+
+def _criterion(num_points: int, weights: LossWeights) -> SetCriterion:
+    """GLEE's training criterion with ``num_points`` sampled mask points (matching and losses alike)."""
+    return SetCriterion(HungarianMatcher(num_points=num_points), weights=weights, num_points=num_points)
 
 
 class _Samples:
@@ -283,8 +297,7 @@ def tune_vocabulary(
     fingerprint = model.text_fingerprint()
 
     samples = _Samples(dataset, names, config.seed, config.flip)
-    criterion = SetCriterion(HungarianMatcher(num_points=config.num_points), weights=loss_weights,
-                             num_points=config.num_points)
+    criterion = _criterion(config.num_points, loss_weights)
     params = [embeddings.param, tokens.param]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: config.min_lr_ratio + (1 - config.min_lr_ratio)
@@ -333,7 +346,7 @@ def vocabulary_loss(model: GleeModel, vocabulary: Vocabulary | Sequence[str] | N
     dataset = load_dataset(data, images)
     vocab = initial_vocabulary(model, vocabulary, dataset)
     samples = _Samples(dataset, vocab.names, seed, flip=False)
-    criterion = SetCriterion(HungarianMatcher(num_points=num_points), weights=loss_weights, num_points=num_points)
+    criterion = _criterion(num_points, loss_weights)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     total = 0.0
     with frozen(model):
@@ -374,18 +387,14 @@ def evaluate_vocabulary(model: GleeModel, vocabulary: Vocabulary | Sequence[str]
         vocabulary = model.encode_vocabulary(list(vocabulary))
     id_of = {name: cid for cid, name in dataset.categories.items()}
     to_id = {k: id_of.get(name) for k, name in enumerate(vocabulary.names)}
-    modes = {name: module.training for name, module in model.named_modules()}
-    predictor = GleePredictor(model)
     results = []
-    try:
+    with restored_modes(model):  # the predictor puts the model in eval mode
+        predictor = GleePredictor(model)
         for record in tqdm(dataset.images, desc="evaluate vocabulary", disable=not progress, unit="image"):
             dets = predictor.predict(load_image(record.path), vocabulary)
             for r in dets.to_coco(record.image_id, {k: (v if v is not None else -1) for k, v in to_id.items()}):
                 if r["category_id"] != -1:
                     results.append(r)
-    finally:
-        for name, module in model.named_modules():
-            module.train(modes[name])
     gt = ground_truth(dataset)
     scores: dict[str, float] = {}
     for name in annotated_names(dataset):
