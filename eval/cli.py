@@ -256,6 +256,133 @@ def mllm_shapeworld(
         json_out.write_text(json.dumps({**settings, **scores.as_dict(), "examples": scores.examples}, indent=1))
 
 
+SW_PER_SCENE = typer.Option(2, min=1, help="Shapeworld: positives and negatives per scene (each up to this many).")
+REFER_ROOT = typer.Option(None, help="Use a labelled set in the refer layout under this folder instead of shapeworld "
+                          "(<data_root>/<dataset>/{instances.json, refs(<split_by>).p}).")
+REFER_DATASET = typer.Option("refcoco", help="With --data-root: the dataset folder name.")
+REFER_SPLIT_BY = typer.Option(None, help="With --data-root: refs file, unc or umd (default: the dataset's usual one).")
+REFER_IMAGES = typer.Option(None, help="With --data-root: image folder (default: the reader's).")
+REFER_NEGATIVES = typer.Option(None, help="With --data-root: JSON list of {\"image_id\": int, \"sentence\": str} that "
+                               "describe nothing in that image (default: sentences borrowed from other images, noisy).")
+
+
+def _rejection_benchmark(data_root: Optional[Path], *, num_scenes: int, split: str, seed: int, per_scene: int,
+                         prompt: str, dataset: str, split_by: Optional[str], image_root: Optional[Path],
+                         negatives: Optional[Path], calibrator=None):
+    from eval.rejection import ReferRejectionBenchmark, ShapeworldRejectionBenchmark
+
+    if data_root is None:
+        return ShapeworldRejectionBenchmark(num_scenes, split=split, seed=seed, per_scene=per_scene, prompt=prompt,
+                                            calibrator=calibrator)
+    if prompt != "referring":
+        raise ValueError("a refer-layout set calibrates referring prompts only (--prompt referring)")
+    return ReferRejectionBenchmark(data_root, dataset, split, split_by=split_by, image_root=image_root,
+                                   negatives=negatives, seed=seed, calibrator=calibrator)
+
+
+@app.command("calibrate-refer")
+def calibrate_refer(
+    out: Path = typer.Option(..., help="Write the calibration (a small JSON) here."),
+    model: str = MODEL, preset: Optional[str] = PRESET,
+    num_scenes: int = typer.Option(150, min=1, help="Shapeworld scenes to fit on."),
+    split: str = typer.Option("val", help="Split to fit on (shapeworld or refer; keep test for gleekit eval rejection)."),
+    seed: int = typer.Option(0, help="Shapeworld scene seed; with --data-root the seed of borrowed negatives."),
+    per_scene: int = SW_PER_SCENE,
+    prompt: str = typer.Option("referring", help="referring (expressions) or category (one shape name; shapeworld)."),
+    target: str = typer.Option("exists", help="What counts as positive: exists (the prompt describes an object in "
+                               "the image) or correct (and the predicted box hits it at IoU 0.5)."),
+    target_rejection: Optional[float] = typer.Option(None, help="Pick the threshold that rejects "
+                                                     "at least this share of the fit set's negatives (default: the "
+                                                     "best balanced accuracy)."),
+    data_root: Optional[Path] = REFER_ROOT, dataset: str = REFER_DATASET, split_by: Optional[str] = REFER_SPLIT_BY,
+    image_root: Optional[Path] = REFER_IMAGES, negatives: Optional[Path] = REFER_NEGATIVES,
+    limit: Optional[int] = LIMIT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE,
+) -> None:
+    """Fit the calibrated "no such object" decision of referring (or category) prompts: P(the described object is
+    in the image) from the prediction's scores, and its threshold (see glee_core.rejection)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.models import load_eval_model
+    from eval.rejection import fit_calibrator, rejection_result
+    from eval.report import _format
+    from eval.runner import collect_records
+    from glee_core.checkpoint import CheckpointError
+
+    console = Console()
+    try:
+        benchmark = _rejection_benchmark(data_root, num_scenes=num_scenes, split=split, seed=seed,
+                                         per_scene=per_scene, prompt=prompt, dataset=dataset, split_by=split_by,
+                                         image_root=image_root, negatives=negatives)
+        if target not in ("exists", "correct"):
+            raise ValueError(f"--target must be exists or correct, got {target!r}")
+        if target_rejection is not None and not 0.0 < target_rejection <= 1.0:
+            raise ValueError(f"--target-rejection must be in (0, 1], got {target_rejection}")
+        evaluated = load_eval_model(model, preset=preset, allow_incomplete=allow_incomplete_weights)
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    records = collect_records(benchmark, evaluated, limit=limit)
+    if records is None:  # not the main process
+        return
+    samples = [s for record in records for s in record]
+    try:
+        calibrator = fit_calibrator(samples, target=target, target_rejection=target_rejection, prompt=prompt,
+                                    model=evaluated, data={"benchmark": benchmark.name, **benchmark.settings(),
+                                                           "limit": limit})
+    except ValueError as error:
+        console.print(f"[red]cannot fit:[/] {error}")
+        raise typer.Exit(2) from None
+    calibrator.save(out)
+    table = Table(title=f"fit set: {benchmark.name} — {evaluated.source}",
+                  caption=f"threshold {calibrator.threshold:.3f} ({calibrator.threshold_rule}), target {target}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    result = rejection_result(samples, calibrator)
+    for name, value in [*result.rows, *result.counts.items()]:
+        table.add_row(name, _format(value))
+    console.print(table)
+    console.print(f"calibration: {out}")
+
+
+@app.command("rejection")
+def rejection(
+    calibration: Path = typer.Option(..., help="A calibration written by gleekit eval calibrate-refer."),
+    model: str = MODEL, preset: Optional[str] = PRESET,
+    num_scenes: int = typer.Option(150, min=1, help="Held-out shapeworld scenes."),
+    split: str = typer.Option("test", help="Split (test is never used in training or calibration)."),
+    seed: int = typer.Option(2026, help="Shapeworld scene seed (2026: the nano model card's); with --data-root the "
+                             "seed of borrowed negatives."),
+    per_scene: int = SW_PER_SCENE,
+    data_root: Optional[Path] = REFER_ROOT, dataset: str = REFER_DATASET, split_by: Optional[str] = REFER_SPLIT_BY,
+    image_root: Optional[Path] = REFER_IMAGES, negatives: Optional[Path] = REFER_NEGATIVES,
+    limit: Optional[int] = LIMIT, json_out: Optional[Path] = JSON_OUT,
+    allow_incomplete_weights: bool = ALLOW_INCOMPLETE,
+) -> None:
+    """Held-out "no such object" quality of a calibration: negatives rejected, positives accepted, Acc@0.5 after
+    rejection (a rejected positive is a miss), AUROC, Brier score and ECE."""
+    from rich.console import Console
+
+    from glee_core.rejection import RejectionCalibrator
+
+    try:
+        calibrator = RejectionCalibrator.load(calibration)
+    except (FileNotFoundError, ValueError) as error:
+        Console().print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+
+    def check(evaluated):  # refuse a calibration fit for other weights (raises ValueError: reported, exit 2)
+        calibrator.check_model(evaluated.sha256)
+        return evaluated
+
+    _evaluate(lambda: _rejection_benchmark(data_root, num_scenes=num_scenes, split=split, seed=seed,
+                                           per_scene=per_scene, prompt=calibrator.prompt, dataset=dataset,
+                                           split_by=split_by, image_root=image_root, negatives=negatives,
+                                           calibrator=calibrator),
+              model, preset=preset, limit=limit, json_out=json_out, allow_incomplete=allow_incomplete_weights,
+              agent=check)
+
+
 def register(root: typer.Typer) -> None:
     """Add ``gleekit eval ...`` to the top-level app."""
     root.add_typer(app, name="eval")

@@ -17,6 +17,10 @@ anchors' segment and at most 0.2 of its length off it (borderline up to 0.5); or
 neighbours at least 6 % apart;
 "largest"/"smallest" compare full outline areas and need a 1.3x margin. Size words are the world's
 size classes (``vocab.SIZES``); anchors of relations must themselves be unique in the scene.
+
+``negative_expressions`` draws expressions of the same grammar that match nothing in the scene (mostly hard
+negatives: every attribute present but not together, a relation that does not hold), for calibrating "no such
+object" (:mod:`glee_core.rejection`).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from train.data.shapeworld.scene import Scene, SceneObject, polygon_area
+from train.data.shapeworld.vocab import COLORS, SHAPES
 
 KINDS = ("attribute", "spatial", "ordinal", "superlative", "between")
 RELATIONS = ("left of", "right of", "above", "below")
@@ -325,3 +330,88 @@ def referring_expressions(
             chosen.append(shortest[kind][int(rng.integers(len(shortest[kind])))])
         expressions += [ReferringExpression(form.text(), target, form.kind, form) for form in chosen]
     return expressions
+
+
+# ---------------------------------------------------------------- negatives
+NEGATIVE_REASONS = ("absent combination", "relation fails", "between fails", "too few", "absent attribute")
+"""Why a negative matches nothing: attribute values that are each in the scene but never together ("the green
+star" with green things and stars but no green star); a subject present but not on the named side of a unique
+anchor; present but not between two unique anchors; an ordinal past the count ("the third circle from the left"
+with two circles); an attribute value absent from the scene ("the cross" without crosses: the only easy kind)."""
+NEGATIVE_WEIGHTS = {"absent combination": 0.35, "relation fails": 0.3, "between fails": 0.1, "too few": 0.1,
+                    "absent attribute": 0.15}
+
+
+@dataclass
+class NegativeExpression:
+    """An expression of the referring grammar that no object of its scene satisfies, and why (NEGATIVE_REASONS)."""
+
+    text: str
+    kind: str
+    form: ReferringForm
+    reason: str
+
+
+def _is_clean_negative(form: ReferringForm, layout: _Layout) -> bool:
+    result = _evaluate(form, layout)
+    return not result.matches and not result.borderline
+
+
+def _negative_pools(layout: _Layout) -> dict[str, list[ReferringForm]]:
+    """Every clean negative form of each reason (not drawn yet), in a fixed order."""
+    objects = layout.objects
+    present = {key: sorted({getattr(obj, key) for obj in objects}) for key in ("shape", "color", "size")}
+    pools: dict[str, list[ReferringForm]] = {reason: [] for reason in NEGATIVE_REASONS}
+    for length in (2, 3):
+        for keys in itertools.combinations(("shape", "color", "size"), length):
+            for values in itertools.product(*(present[key] for key in keys)):
+                subject = Description(**dict(zip(keys, values)))
+                if not layout.select(subject):
+                    pools["absent combination"].append(ReferringForm("attribute", subject))
+    for key, vocabulary in (("shape", SHAPES), ("color", COLORS)):
+        pools["absent attribute"] += [ReferringForm("attribute", Description(**{key: value}))
+                                      for value in vocabulary if value not in present[key]]
+    subjects = list(dict.fromkeys(d for obj in objects for d in _descriptions(obj, max_length=2)[1:]))
+    names = _unique_names(layout)
+    anchors = sorted(names)
+    for subject in subjects:
+        found = layout.select(subject)
+        for anchor in anchors:
+            if any(index != anchor for index in found):
+                pools["relation fails"] += [ReferringForm("spatial", subject, relation, (names[anchor],))
+                                            for relation in RELATIONS]
+        for first, second in itertools.combinations(anchors, 2):
+            if any(index not in (first, second) for index in found):
+                pools["between fails"].append(
+                    ReferringForm("between", subject, "between", (names[first], names[second])))
+    for subject in [Description()] + subjects:
+        count = len(layout.select(subject))
+        pools["too few"] += [ReferringForm("ordinal", subject, ordinal=rank, direction=direction)
+                             for rank in range(max(2, count + 1), len(ORDINAL_WORDS) + 1) for direction in DIRECTIONS]
+    return {reason: [form for form in forms if _is_clean_negative(form, layout)] for reason, forms in pools.items()}
+
+
+def negative_expressions(scene: Scene, rng: np.random.Generator, count: int = 3) -> list[NegativeExpression]:
+    """Up to ``count`` distinct expressions of the referring grammar that match no object of ``scene`` and that no
+    object matches borderline either (``evaluate(form, scene)`` is empty), deterministic from ``rng``.
+
+    Mostly hard negatives: each draw picks a reason with NEGATIVE_WEIGHTS among those that still have forms (only
+    "absent attribute" is easy), then a random form of it. Anchors of relations are unique in the scene, as in
+    positives, so a negative is never merely ambiguous. Fewer than ``count`` when the scene runs out of forms.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    pools = _negative_pools(_Layout(scene))
+    chosen: list[NegativeExpression] = []
+    texts: set[str] = set()
+    while len(chosen) < count:
+        available = [reason for reason in NEGATIVE_REASONS if pools[reason]]
+        if not available:
+            break
+        weights = np.array([NEGATIVE_WEIGHTS[reason] for reason in available])
+        reason = available[int(rng.choice(len(available), p=weights / weights.sum()))]
+        form = pools[reason].pop(int(rng.integers(len(pools[reason]))))
+        if form.text() not in texts:
+            texts.add(form.text())
+            chosen.append(NegativeExpression(form.text(), form.kind, form, reason))
+    return chosen
