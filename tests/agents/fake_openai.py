@@ -1,8 +1,10 @@
 """A fake OpenAI-compatible endpoint for tests, and a scripted model for the reasoning loop behind it.
 
 ``FakeOpenAI(reply)`` serves ``POST /v1/chat/completions`` on 127.0.0.1 (a free port) from a thread; ``reply``
-maps each request's JSON body to a response body (HTTP 200) or ``(status, body)`` (a dict is sent as JSON, a
-string as it is). Every request is kept in ``requests`` as ``{"path", "headers", "body"}``.
+maps each request's JSON body to an answer: a response body (HTTP 200), ``(status, body)`` or ``(status, headers,
+body)`` (a dict body is sent as JSON, a string as it is). ``reply`` may also be a list of answers, served in
+order, the last one again for every later request. Every request is kept in ``requests`` as ``{"path",
+"headers", "body"}``.
 """
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = Callable[[dict[str, Any]], Any]  # a response body, or (status, body)
+Reply = Callable[[dict[str, Any]], Any]  # a response body, (status, body) or (status, headers, body)
 
 
 class FakeOpenAI:
     """Use as a context manager; ``base_url`` is ``http://127.0.0.1:PORT/v1``."""
 
-    def __init__(self, reply: Reply):
-        self.reply = reply
+    def __init__(self, reply: Reply | list[Any]):
+        self.reply = _scripted(reply) if isinstance(reply, list) else reply
         self.requests: list[dict[str, Any]] = []
         self.server = _Server(("127.0.0.1", 0), _handler(self))
         self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
@@ -32,6 +34,18 @@ class FakeOpenAI:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _scripted(answers: list[Any]) -> Reply:
+    """A reply that gives ``answers`` in order, then the last one for ever."""
+    remaining = list(answers)
+    lock = threading.Lock()
+
+    def reply(body: dict[str, Any]) -> Any:
+        with lock:
+            return remaining.pop(0) if len(remaining) > 1 else remaining[0]
+
+    return reply
 
 
 class _Server(ThreadingHTTPServer):
@@ -47,11 +61,14 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
             answer = fake.reply(body)
-            status, content = answer if isinstance(answer, tuple) else (200, answer)
+            answer = answer if isinstance(answer, tuple) else (200, answer)
+            status, headers, content = answer if len(answer) == 3 else (answer[0], {}, answer[1])
             data = (json.dumps(content) if isinstance(content, dict) else content).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json" if isinstance(content, dict) else "text/plain")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 

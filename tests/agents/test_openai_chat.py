@@ -1,11 +1,16 @@
 """OpenAICompatibleChat against a local fake endpoint: the request it sends, tool calls parsed back (bad JSON
-arguments kept for the loop to report), the reasoning loop end to end over the nano toolkit, and clear errors."""
+arguments kept for the loop to report), the reasoning loop end to end over the nano toolkit, clear errors,
+retries of transient failures, and large images downscaled before sending."""
 from __future__ import annotations
 
+import base64
+import email.utils
 import importlib.util
+import io
 import json
 import socket
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from PIL import Image
 
 from agents.langchain import glee_tools
+from agents import openai_chat
 from agents.openai_chat import ChatEndpointError, OpenAICompatibleChat
 from agents.reasoning import LOOP_TOOLS, reason_segment
 from glee_core.mask_ops import decode_rle
@@ -54,7 +60,7 @@ def test_a_tool_call_round_trips(toolkit, scene):
     tools = {t["function"]["name"]: t for t in body["tools"]}
     assert set(tools) == set(toolkit.specs) and all(t["type"] == "function" for t in tools.values())
     refer = tools["refer"]["function"]["parameters"]
-    assert {"image", "expression"} <= set(refer["required"]) and refer["properties"]["expression"]["type"] == "string"
+    assert {"image", "images", "expression", "expressions"} <= set(refer["properties"])  # one of each pair given
     # The answer goes back with both calls (the bad one as written), each answered by its tool message.
     assistant, *results = second["body"]["messages"][2:]
     assert [(c["id"], c["function"]["arguments"]) for c in assistant["tool_calls"]] == [
@@ -129,15 +135,145 @@ def slow(body):
 ])
 def test_endpoint_failures_are_clear_errors(reply, message):
     if reply is None:
-        chat = OpenAICompatibleChat(model="m", base_url=closed_port_url())
+        chat = OpenAICompatibleChat(model="m", base_url=closed_port_url(), max_retries=0)
         with pytest.raises(ChatEndpointError, match=message):
             chat.invoke("hi")
         return
     with FakeOpenAI(reply) as server:
-        chat = OpenAICompatibleChat(model="m", base_url=server.base_url, api_key="sk-secret", timeout=0.3)
+        chat = OpenAICompatibleChat(model="m", base_url=server.base_url, api_key="sk-secret", timeout=0.3,
+                                    max_retries=0)
         with pytest.raises(ChatEndpointError, match=message) as raised:
             chat.invoke("hi")
     assert "sk-secret" not in str(raised.value)
+
+
+def recording(chat: OpenAICompatibleChat) -> list[float]:
+    """The waits between attempts, recorded instead of slept."""
+    waits = []
+    chat._sleep = waits.append
+    return waits
+
+
+def test_a_transient_failure_is_retried_after_a_backoff():
+    with FakeOpenAI([(503, {"error": {"message": "overloaded"}}), completion("fine")]) as server:
+        chat = OpenAICompatibleChat(model="m", base_url=server.base_url, retry_backoff_s=2.0)
+        waits = recording(chat)
+        assert chat.invoke("hi").content == "fine"
+    assert len(server.requests) == 2 and server.requests[0]["body"] == server.requests[1]["body"]
+    assert len(waits) == 1 and 1.0 <= waits[0] <= 2.0  # the base delay, with jitter
+
+
+def test_a_timeout_is_retried():
+    def reply(body):
+        if len(server.requests) == 1:
+            time.sleep(1.0)
+        return completion("in time")
+
+    with FakeOpenAI(reply) as server:
+        chat = OpenAICompatibleChat(model="m", base_url=server.base_url, timeout=0.3)
+        waits = recording(chat)
+        assert chat.invoke("hi").content == "in time"
+    assert len(server.requests) == 2 and len(waits) == 1
+
+
+def test_retry_after_is_honoured_up_to_the_cap():
+    in_ten_seconds = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=10), usegmt=True)
+    limited = {"error": {"message": "Rate limit reached"}}
+    with FakeOpenAI([(429, {"Retry-After": "2"}, limited), (429, {"Retry-After": "3600"}, limited),
+                     (503, {"Retry-After": in_ten_seconds}, "busy"), (429, {"Retry-After": "soon"}, limited),
+                     completion("ok")]) as server:
+        chat = OpenAICompatibleChat(model="m", base_url=server.base_url, max_retries=4, retry_backoff_s=0.25)
+        waits = recording(chat)
+        assert chat.invoke("hi").content == "ok"
+    assert waits[:2] == [2.0, openai_chat.MAX_RETRY_WAIT_S] and 8.0 < waits[2] <= 10.0
+    assert 1.0 <= waits[3] <= 2.0  # an unreadable Retry-After: the backoff, 0.25 s * 2**3 with jitter
+    assert len(server.requests) == 5
+
+
+@pytest.mark.parametrize("answer, message", [
+    ((400, {"error": {"message": "Invalid image_url"}}), "HTTP 400: Invalid image_url$"),
+    ((401, {"error": {"message": "Incorrect API key"}}), "HTTP 401: Incorrect API key$"),
+    ((403, {"error": {"message": "Forbidden"}}), "HTTP 403: Forbidden$"),
+    ((404, {"detail": "Not Found"}), "HTTP 404: Not Found$"),
+    ((422, {"detail": "messages: field required"}), "HTTP 422: messages: field required$"),
+    ((200, "not json{"), "a body that is not JSON: 'not json{'$"),
+])
+def test_other_failures_are_not_retried(answer, message):
+    with FakeOpenAI([answer, completion("never")]) as server:
+        chat = OpenAICompatibleChat(model="m", base_url=server.base_url)
+        waits = recording(chat)
+        with pytest.raises(ChatEndpointError, match=message):
+            chat.invoke("hi")
+    assert len(server.requests) == 1 and waits == []
+
+
+def test_exhausted_retries_report_the_attempts_and_the_last_failure():
+    with FakeOpenAI([(502, "bad gateway"), (500, "upstream crashed")]) as server:
+        chat = OpenAICompatibleChat(model="m", base_url=server.base_url, max_retries=2)
+        waits = recording(chat)
+        with pytest.raises(ChatEndpointError,
+                           match=r"answered HTTP 500: upstream crashed \(gave up after 3 attempts\)$"):
+            chat.invoke("hi")
+    assert len(server.requests) == 3
+    assert len(waits) == 2 and 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0  # doubling, with jitter
+    capped = OpenAICompatibleChat(model="m", base_url=closed_port_url(), max_retries=1, retry_backoff_s=100)
+    capped_waits = recording(capped)
+    with pytest.raises(ChatEndpointError):
+        capped.invoke("hi")
+    assert capped_waits == [openai_chat.MAX_RETRY_WAIT_S]
+
+
+def test_a_refused_connection_is_retried_then_fails():
+    chat = OpenAICompatibleChat(model="m", base_url=closed_port_url(), max_retries=2)
+    waits = recording(chat)
+    with pytest.raises(ChatEndpointError, match=r"the request to http://127\.0\.0\.1:.* failed: .*refused.* "
+                                                r"\(gave up after 3 attempts\)$"):
+        chat.invoke("hi")
+    assert len(waits) == 2
+
+
+def test_retry_settings_are_checked():
+    for bad in ({"max_retries": -1}, {"retry_backoff_s": -0.5}, {"retry_backoff_s": float("inf")},
+                {"max_image_side": 0}):
+        with pytest.raises(ValueError):
+            OpenAICompatibleChat(model="m", base_url="http://localhost:8000/v1", **bad)
+
+
+def gradient(height: int, width: int) -> np.ndarray:
+    ys, xs = np.mgrid[:height, :width]
+    return np.stack([xs * 255 // width, ys * 255 // height, (xs + ys) % 256], axis=-1).astype(np.uint8)
+
+
+def encoded(pixels: np.ndarray, kind: str) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=kind)
+    return f"data:image/{kind.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def described(url: str) -> tuple[str, str, tuple[int, int]]:
+    header, data = url.split(",", 1)
+    with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+        return header, image.format, image.size
+
+
+def test_large_data_url_images_are_downscaled_before_sending():
+    wide, tall = encoded(gradient(1000, 2000), "PNG"), encoded(gradient(1500, 750), "JPEG")
+    small, remote = data_url(gradient(100, 200)), "https://example.com/photo-4000x3000.jpg"
+    broken = "data:image/png;base64,bm90IGFuIGltYWdl"  # "not an image": sent as it is, the server judges it
+    urls = [wide, tall, small, remote, broken]
+    parts = [{"type": "text", "text": "What is this?"},
+             *({"type": "image_url", "image_url": {"url": url, "detail": "high"}} for url in urls)]
+    message = HumanMessage(content=parts)
+    with FakeOpenAI(lambda body: completion("A gradient.")) as server:
+        OpenAICompatibleChat(model="m", base_url=server.base_url).invoke([message])
+        OpenAICompatibleChat(model="m", base_url=server.base_url, max_image_side=None).invoke([message])
+    downscaled, untouched = ([p["image_url"] for p in r["body"]["messages"][0]["content"][1:]]
+                             for r in server.requests)
+    assert described(downscaled[0]["url"]) == ("data:image/png;base64", "PNG", (1024, 512))
+    assert described(downscaled[1]["url"]) == ("data:image/jpeg;base64", "JPEG", (512, 1024))
+    assert [p["url"] for p in downscaled[2:]] == [small, remote, broken]  # byte-identical
+    assert all(p["detail"] == "high" for p in downscaled) and [p["url"] for p in untouched] == urls
+    assert message.content == parts and parts[1]["image_url"]["url"] == wide  # the caller's message is unchanged
 
 
 def test_settings_come_from_the_environment_and_are_checked(monkeypatch):
