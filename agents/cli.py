@@ -25,6 +25,9 @@ def serve(
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds one tool call may run."),
     max_image_pixels: int = typer.Option(25_000_000, min=1, help="Largest accepted image (width x height)."),
     max_objects: int = typer.Option(100, min=1, help="Most objects returned per image."),
+    rejection: Path | None = typer.Option(None, exists=True, dir_okay=False, help="A referring calibration "
+                                          "(gleekit eval calibrate-refer on this model): refer then reports "
+                                          "'no such object' below its threshold and a match probability."),
 ) -> None:
     """Serve detect / segment / refer / visual_prompt / track as MCP tools."""
     import logging
@@ -38,7 +41,8 @@ def serve(
     logging.basicConfig(level=logging.WARNING, format="gleekit serve: %(levelname)s %(name)s: %(message)s")
     limits = Limits(timeout_s=timeout, max_image_pixels=max_image_pixels, max_objects=max_objects)
     try:
-        toolkit = GleeToolkit(model=model, limits=limits, allowed_roots=allow_root, allow_urls=allow_urls)
+        toolkit = GleeToolkit(model=model, limits=limits, allowed_roots=allow_root, allow_urls=allow_urls,
+                              rejection=rejection)
     except (OSError, ValueError) as error:
         typer.echo(f"gleekit serve: cannot start: {error}", err=True)
         raise typer.Exit(2) from None

@@ -22,7 +22,8 @@ from agents.core import GleeToolkit
 SERVER_NAME = "gleekit"
 INSTRUCTIONS = ("Object detection, segmentation, referring grounding and tracking with GLEE. Boxes are "
                 "[x1, y1, x2, y2] in pixels; masks are COCO RLE; results name images and objects by "
-                "handles (img_1, obj_3) that later calls accept.")
+                "handles (img_1, obj_3) that later calls accept (refine, crop, compare, track, select). A crop "
+                "is a new image with its own pixel coordinates.")
 
 logger = logging.getLogger("gleekit.agents")
 
@@ -33,7 +34,7 @@ def build_server(toolkit: GleeToolkit) -> Server:
 
     tools = [
         types.Tool(name=spec.name, description=spec.description, input_schema=spec.args_model.model_json_schema(),
-                   output_schema=spec.result_model.model_json_schema(),
+                   output_schema=spec.output_schema(),
                    annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=toolkit.access.allow_urls))
         for spec in toolkit.specs.values()
     ]

@@ -1,6 +1,6 @@
 """gleekit's tools for raw OpenAI-style tool calling: strict JSON schemas and a dispatcher.
 
-``tool_specs()`` gives one ``{"type": "function", "function": {...}}`` entry per tool with a *strict*
+``tool_specs(toolkit)`` gives one ``{"type": "function", "function": {...}}`` entry per tool with a *strict*
 schema (every property listed in ``required``, ``additionalProperties: false`` on every object; a field
 with a default becomes nullable, and null means "use the default"). ``dispatch(tool_call, toolkit)`` runs a
 tool call from a chat-completions response (``{"id", "function": {"name", "arguments"}}``, as a dict or
@@ -54,12 +54,14 @@ def _strict(node: dict[str, Any]) -> None:
     node["additionalProperties"] = False
 
 
-def tool_specs() -> list[dict[str, Any]]:
-    """The ``tools`` parameter of a chat-completions request, one strict function per gleekit tool."""
+def tool_specs(toolkit: GleeToolkit | None = None) -> list[dict[str, Any]]:
+    """The ``tools`` parameter of a chat-completions request, one strict function per gleekit tool: those
+    ``toolkit`` publishes (``describe`` only with a describer), else the standard ones."""
+    specs = toolkit.specs if toolkit is not None else TOOL_SPECS
     return [
         {"type": "function", "function": {"name": spec.name, "description": spec.description,
                                           "parameters": strict_schema(spec.args_model), "strict": True}}
-        for spec in TOOL_SPECS.values()
+        for spec in specs.values()
     ]
 
 

@@ -6,22 +6,67 @@ with ``pycocotools.mask.decode``.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 IMAGE_FIELD = ("The image: a handle from an earlier result (e.g. 'img_1'), a file path under the server's allowed "
                "folders, a 'data:image/png;base64,...' URL, or an http(s) URL if the server allows downloads.")
+OBJECT_FIELD = ("Handle of an object from an earlier result (e.g. 'obj_3'), as listed in that result's 'objects'; "
+                "the object stays in the image it was found in.")
 MAX_SCHEMA_TEXT = 2000
 """Hard cap on any text field in the schema; the configurable ``Limits.max_text_chars`` is usually lower."""
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+Phrase = Annotated[str, Field(min_length=1, max_length=MAX_SCHEMA_TEXT)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class _ImageArgs(_Model):
+def exactly_one(model: BaseModel, *names: str) -> None:
+    """Raise ``ValueError`` unless exactly one of the fields ``names`` is given (not None)."""
+    given = [f"'{name}'" for name in names if getattr(model, name) is not None]
+    if len(given) != 1:
+        options = ", ".join(f"'{name}'" for name in names[:-1]) + f" and '{names[-1]}'"
+        got = " and ".join(given) if given else "none of them"
+        raise ValueError(f"give exactly one of {options}; got {got}")
+
+
+class _ImageField(_Model):
     image: str = Field(min_length=1, description=IMAGE_FIELD)
+
+
+class _ImagesField(_Model):
+    """``image`` or ``images``: one image, or several answered together as a grouped result."""
+
+    image: str | None = Field(None, min_length=1, description=IMAGE_FIELD + " Give this or 'images'.")
+    images: list[NonEmpty] | None = Field(None, min_length=1, description="Several images (each given as 'image' "
+                                          "is), answered in one call as a grouped result with one result per "
+                                          "image, in this order. Give this or 'image'.")
+
+    @model_validator(mode="after")
+    def _one_image_field(self) -> "_ImagesField":
+        exactly_one(self, "image", "images")
+        return self
+
+    @property
+    def image_refs(self) -> list[str]:
+        """The image references, in order (one for 'image')."""
+        return [self.image] if self.images is None else list(self.images)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the call asks for a grouped result ('images' given)."""
+        return self.images is not None
+
+
+class _ObjectField(_Model):
+    object: str = Field(min_length=1, description=OBJECT_FIELD)
+
+
+class _OverlayArgs(_Model):
     overlay: bool = Field(False, description="Also return a PNG with the objects drawn on the image.")
     overlay_style: Literal["boxes", "numbered"] = Field(
         "boxes", description="How the overlay (when asked for) is drawn. 'boxes': boxes, tinted masks and "
@@ -34,7 +79,15 @@ class _ImageArgs(_Model):
         return self.overlay_style if self.overlay else None
 
 
-class DetectArgs(_ImageArgs):
+class _ImageArgs(_OverlayArgs, _ImageField):
+    """One image, plus the overlay options."""
+
+
+class _ImagesArgs(_OverlayArgs, _ImagesField):
+    """One image or several, plus the overlay options."""
+
+
+class DetectArgs(_ImagesArgs):
     """Find every object of the given categories: labels, scores and boxes."""
 
     categories: list[str] = Field(min_length=1, description="Object categories to find, e.g. ['red circle', "
@@ -47,12 +100,31 @@ class SegmentArgs(DetectArgs):
     """Like detect, plus a pixel mask per object."""
 
 
-class ReferArgs(_ImageArgs):
-    """Find the one object a referring expression describes."""
+class ReferArgs(_ImagesArgs):
+    """Find the one object a referring expression describes (per image and expression)."""
 
-    expression: str = Field(min_length=1, max_length=MAX_SCHEMA_TEXT, description="A phrase naming one object, "
-                            "e.g. 'the small red circle left of the blue star'.")
+    expression: str | None = Field(None, min_length=1, max_length=MAX_SCHEMA_TEXT, description="A phrase naming "
+                                   "one object, e.g. 'the small red circle left of the blue star'. Give this or "
+                                   "'expressions'.")
+    expressions: list[Phrase] | None = Field(None, min_length=1, description="Several phrases, each naming one "
+                                             "object, answered in one call as a grouped result (one result per "
+                                             "image and phrase). Give this or 'expression'.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Report no object if the best one scores below this.")
+
+    @model_validator(mode="after")
+    def _one_expression_field(self) -> "ReferArgs":
+        exactly_one(self, "expression", "expressions")
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        """The referring expressions, in order (one for 'expression')."""
+        return [self.expression] if self.expressions is None else list(self.expressions)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the call asks for a grouped result ('images' or 'expressions' given)."""
+        return self.images is not None or self.expressions is not None
 
 
 class SelectArgs(_Model):
@@ -99,21 +171,58 @@ class TrackArgs(_Model):
                                      "or data URLs), in order. Give this or 'video'.")
     video: str | None = Field(None, description="A folder of frame images under the allowed folders, read in "
                               "name order. Give this or 'frames'.")
-    categories: list[str] | None = Field(None, description="Categories to track. Give this or 'expression'.")
+    categories: list[str] | None = Field(None, description="Categories to track. Give exactly one of "
+                                         "'categories', 'expression' and 'object'.")
     expression: str | None = Field(None, max_length=MAX_SCHEMA_TEXT, description="A phrase naming the one "
-                                   "object to track. Give this or 'categories'.")
+                                   "object to track. Give exactly one of 'categories', 'expression' and 'object'.")
+    object: str | None = Field(None, min_length=1, description="Handle of an object with a mask (from segment, "
+                               "refer, visual_prompt or refine, e.g. 'obj_3') to follow. Its image handle must be "
+                               "one of 'frames': tracking starts at that frame and runs forward (online mode "
+                               "only); frames before it are not tracked and have no objects. Give exactly one of "
+                               "'categories', 'expression' and 'object'.")
     min_score: float = Field(0.3, ge=0.0, le=1.0, description="Drop per-frame objects scoring below this.")
     max_objects: int = Field(20, ge=1, description="At most this many objects per frame, best first.")
     mode: Literal["online", "official"] = Field("online", description="online: frame by frame with bounded memory; "
-                                                "official: GLEE's own clip inference (top 30 tracks).")
+                                                "official: GLEE's own clip inference (top 30 tracks; not with "
+                                                "'object').")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> "TrackArgs":
-        if (self.frames is None) == (self.video is None):
-            raise ValueError("give exactly one of 'frames' and 'video'")
-        if (self.categories is None) == (self.expression is None):
-            raise ValueError("give exactly one of 'categories' and 'expression'")
+        exactly_one(self, "frames", "video")
+        exactly_one(self, "categories", "expression", "object")
+        if self.object is not None and self.mode != "online":
+            raise ValueError("tracking an 'object' runs in online mode only; leave 'mode' out or set it to 'online'")
+        if self.object is not None and self.frames is None:
+            raise ValueError("tracking an 'object' needs 'frames' that include the object's image handle "
+                             "(e.g. ['img_1', ...]), not a 'video' folder")
         return self
+
+
+class RefineArgs(_OverlayArgs, _ObjectField):
+    """Segment an object found earlier again, prompted by its box and optional extra points."""
+
+    points: list[Point] = Field(default_factory=list, description="Extra clicks in the object's image (pixels): "
+                                "positive=true on a part the object must include (that part's segment is added "
+                                "to the object), positive=false on background the refined object must not "
+                                "cover.")
+
+
+class CropArgs(_ObjectField):
+    """Cut an object's box (plus a margin) out of its image as a new image."""
+
+    padding: int = Field(8, ge=0, le=10_000, description="Margin around the object's box, pixels; the crop is "
+                         "clipped to the image.")
+
+
+class CompareArgs(_Model):
+    """Measure how two objects of the same image relate: overlap, sizes, offset, relative position."""
+
+    first: str = Field(min_length=1, description="Handle of the first object (e.g. 'obj_3').")
+    second: str = Field(min_length=1, description="Handle of the second object, found in the same image.")
+
+
+class DescribeArgs(_ObjectField):
+    """Describe an object found earlier in words."""
 
 
 class MaskRLE(_Model):
@@ -139,7 +248,62 @@ class ImageResult(_Model):
     objects: list[ObjectInfo] = Field(description="Found objects, best first.")
     num_found: int = Field(description="Objects found before the max_objects cut.")
     overlay: str | None = Field(None, description="Handle of the overlay PNG, when asked for.")
+    match_probability: float | None = Field(None, description="refer on a calibrated server: the probability (0 "
+                                            "to 1) that an object matching the expression is in the image; when "
+                                            "it is too low, 'objects' is empty (no such object).")
     summary: str = Field(description="One-paragraph text summary of the result.")
+
+
+class GroupedResult(_Model):
+    tool: str = Field(description="The tool that made these results.")
+    results: list[ImageResult] = Field(description="One result per image (and per expression for refer), images "
+                                       "in the order given, and for each image its expressions in order: result "
+                                       "k is image k // E with expression k % E, E expressions.")
+    summary: str = Field(description="Text summary: one line per result.")
+
+
+class CropResult(_Model):
+    tool: Literal["crop"] = "crop"
+    image: str = Field(description="Handle of the crop, a new image: boxes and points in later calls on it are in "
+                       "the crop's own pixels (add 'offset' to get the source image's pixels).")
+    source: str = Field(description="Handle of the image the crop was cut from.")
+    object: str = Field(description="Handle of the cropped object (in the source image).")
+    offset: list[int] = Field(description="[x, y] of the crop's top-left corner in the source image, pixels.")
+    width: int = Field(description="Crop width, pixels.")
+    height: int = Field(description="Crop height, pixels.")
+    summary: str
+
+
+class CompareResult(_Model):
+    tool: Literal["compare"] = "compare"
+    image: str = Field(description="Handle of the image both objects are in.")
+    first: str = Field(description="Handle of the first object.")
+    second: str = Field(description="Handle of the second object.")
+    iou: float = Field(description="Intersection over union of the masks (of the boxes when either object has no "
+                       "mask; see iou_of), 0 to 1.")
+    iou_of: Literal["masks", "boxes"] = Field(description="What 'iou' and 'relation' were measured on.")
+    box_iou: float = Field(description="Intersection over union of the two boxes, 0 to 1.")
+    first_area: int = Field(description="Area of the first object, pixels (its mask, or its box without a mask).")
+    second_area: int = Field(description="Area of the second object, pixels (its mask, or its box).")
+    area_ratio: float | None = Field(description="first_area / second_area; null when the second area is 0.")
+    dx: float = Field(description="x of the first box's centre minus x of the second's, pixels (negative: the "
+                      "first object lies further left).")
+    dy: float = Field(description="y of the first box's centre minus y of the second's, pixels (negative: the "
+                      "first object lies higher up).")
+    relation: Literal["inside", "contains", "overlapping", "left of", "right of", "above", "below"] = Field(
+        description="Where the first object is relative to the second: 'inside' (at least 90% of the first lies "
+        "within the second), 'contains' (the reverse), 'overlapping', else the main direction of the centre "
+        "offset ('left of', 'right of', 'above', 'below').")
+    summary: str
+
+
+class DescribeResult(_Model):
+    tool: Literal["describe"] = "describe"
+    object: str = Field(description="Handle of the described object.")
+    image: str = Field(description="Handle of the object's image.")
+    label: str = Field(description="The object's label from the call that found it.")
+    description: str = Field(description="The description in words.")
+    summary: str
 
 
 class SelectResult(_Model):

@@ -16,7 +16,9 @@ class Limits:
         max_image_bytes: encoded size of one image (file, data URL or download).
         max_categories: category names in one call.
         max_text_chars: characters of one category name or referring expression.
-        max_prompts: points + boxes of one visual prompt.
+        max_prompts: points + boxes of one visual prompt or refine call; also referring expressions of one
+            refer call.
+        max_batch_images: images in the 'images' list of one detect, segment or refer call.
         max_video_frames: frames of one video.
         max_objects: objects returned per image (a larger ``max_objects`` argument is capped to it).
         timeout_s: seconds one call may run before it is answered with a ``timeout`` error.
@@ -29,6 +31,7 @@ class Limits:
     max_categories: int = 1000
     max_text_chars: int = 500
     max_prompts: int = 64
+    max_batch_images: int = 16
     max_video_frames: int = 300
     max_objects: int = 100
     timeout_s: float = 120.0

@@ -6,6 +6,7 @@ visual prompts use the official demo's selection (best query, clamped boxes).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, Union
 
@@ -118,6 +119,54 @@ class GleePredictor:
                             f"got {type(prompt).__name__}")
         results = [select_detections(d, score_threshold, topk, nms_iou) for d in results]
         return results[0] if single else results
+
+    def batch_groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of ``images`` (uint8 HWC arrays) in batches whose results equal one-image calls.
+
+        A batch is zero-padded to its largest network input, and that padding reaches the model (it changes
+        the other images' results), so images are grouped by the padded input size they get alone; each
+        group keeps first-appearance order and holds at most ``MAX_BATCH_IMAGES`` images.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(input_size(image.shape[:2], self.spec), []).append(i)
+        return [group[start:start + MAX_BATCH_IMAGES] for group in groups.values()
+                for start in range(0, len(group), MAX_BATCH_IMAGES)]
+
+    @torch.no_grad()
+    def predict_expressions(
+        self,
+        images: Sequence[ImageSource],
+        expressions: Sequence[Expression | str],
+        *,
+        score_threshold: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[Detections]]:
+        """Ground every expression in every image: ``result[i][j]`` is image i with expression j.
+
+        Each (image, expression) pair is one item of a batched forward (the model takes one expression per
+        batch item); batches hold at most ``MAX_BATCH_IMAGES`` pairs of images with the same padded input
+        size (:meth:`batch_groups`), so every result equals ``predict(images[i], Expression(expressions[j]))``
+        (up to float rounding). Each result is sorted by score, its one label named by its own expression.
+        ``on_batch(k)`` is called before the k-th forward (progress, cancellation by raising).
+        """
+        arrays = [load_image(im) for im in images]
+        prompts = [e if isinstance(e, Expression) else Expression(e) for e in expressions]
+        if not arrays or not prompts:
+            raise ValueError(f"give at least one image and one expression, got {len(arrays)} and {len(prompts)}")
+        pairs = [(i, j) for i in range(len(arrays)) for j in range(len(prompts))]
+        results: dict[tuple[int, int], Detections] = {}
+        batches = self.batch_groups([arrays[i] for i, _ in pairs])
+        for k, batch in enumerate(batches):
+            if on_batch is not None:
+                on_batch(k)
+            chosen = [pairs[p] for p in batch]
+            found = self._predict_text([arrays[i] for i, _ in chosen], label_names=["expression"],
+                                       expressions=[prompts[j].normalized for _, j in chosen])
+            for (i, j), dets in zip(chosen, found):
+                dets = replace(dets, label_names=[prompts[j].text])
+                results[i, j] = select_detections(dets, score_threshold, None, None)
+        return [[results[i, j] for j in range(len(prompts))] for i in range(len(arrays))]
 
     def stream(
         self,
@@ -368,6 +417,16 @@ def select_detections(dets: Detections, score_threshold: float, topk: int | None
     if topk is not None:
         dets = dets.topk(topk)
     return dets
+
+
+def input_size(image_size: tuple[int, int], spec: processing.InputSpec) -> tuple[int, int]:
+    """The padded network-input (h, w) that :func:`processing.preprocess` gives a lone image of ``image_size``."""
+    if spec.lsj:
+        height = width = spec.lsj_size
+    else:
+        height, width = processing.resized_shape(*image_size, spec.min_size, spec.max_size)
+    div = max(spec.size_divisibility, 1)
+    return -(-height // div) * div, -(-width // div) * div
 
 
 def _check_video_prompt(prompt: object) -> None:

@@ -120,7 +120,7 @@ def test_track_reads_a_frame_folder_under_the_roots(scene, tmp_path):
     ("visual_prompt", {"image": "scene.png", "boxes": [{"x1": 9, "y1": 3, "x2": 5, "y2": 9}]}, BadArgument,
      "x2 > x1"),
     ("track", {"frames": ["scene.png"], "video": "v", "categories": ["a"]}, BadArgument, "exactly one of 'frames'"),
-    ("track", {"frames": ["scene.png"]}, BadArgument, "exactly one of 'categories' and 'expression'"),
+    ("track", {"frames": ["scene.png"]}, BadArgument, "exactly one of 'categories', 'expression' and 'object'"),
     ("nope", {}, BadArgument, "unknown tool 'nope'"),
 ])
 def test_bad_calls_are_typed_errors(toolkit, tool, arguments, error, message):
@@ -173,5 +173,5 @@ def test_timeout_and_internal_errors_never_leak(scene):
 
 
 def test_specs_cover_every_operation():
-    assert sorted(TOOL_SPECS) == ["detect", "refer", "segment", "select", "track", "visual_prompt"]
+    assert sorted(TOOL_SPECS) == ["compare", "crop", "detect", "refer", "refine", "segment", "select", "track", "visual_prompt"]
     assert "ask" not in TOOL_SPECS  # needs the mllm; absent, not faked

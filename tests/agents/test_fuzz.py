@@ -19,7 +19,6 @@ from agents.core import TOOL_SPECS, GleeToolkit
 from agents.langchain import glee_tools
 from agents.mcp_server import build_server
 from agents.openai import dispatch
-from tests.agents.conftest import data_url
 
 TYPED = ("bad_argument", "not_found", "too_large", "timeout")
 TOOLS = sorted(TOOL_SPECS)
@@ -54,6 +53,12 @@ fields = {
     "boxes": st.one_of(st.lists(boxes, max_size=3), numbers),
     "frames": st.one_of(st.lists(images, max_size=3), texts),
     "video": st.one_of(texts, st.sampled_from([".", "clip", "/tmp"])),
+    "images": st.one_of(st.lists(images, max_size=3), texts),
+    "expressions": st.one_of(st.lists(texts, max_size=3), texts),
+    "object": st.sampled_from(["obj_1", "obj_2", "obj_99999", "img_1", "ovl_1", "", "obj_x"]),
+    "first": st.sampled_from(["obj_1", "obj_2", "obj_3", "obj_99999", "img_1"]),
+    "second": st.sampled_from(["obj_1", "obj_2", "obj_3", "obj_99999", "img_1"]),
+    "padding": numbers,
 }
 arguments = st.one_of(
     st.fixed_dictionaries({}, optional=fields),
@@ -69,6 +74,9 @@ VALID = {
                       "boxes": [{"x1": 5, "y1": 5, "x2": 40, "y2": 30}]},
     "track": {"frames": ["img_1", "small.png"], "expression": "the star", "min_score": 0.0},
     "select": {"image": "img_1", "ids": ["obj_1"]},
+    "refine": {"object": "obj_2", "points": [{"x": 10, "y": 12}]},
+    "crop": {"object": "obj_2", "padding": 4},
+    "compare": {"first": "obj_2", "second": "obj_3"},
 }
 
 

@@ -24,12 +24,12 @@ def tool_call(name, args, id="call_1"):
 
 
 def test_tools_publish_the_core_schemas(tools):
-    assert sorted(tools) == ["detect", "refer", "segment", "select", "track", "visual_prompt"]
+    assert sorted(tools) == ["compare", "crop", "detect", "refer", "refine", "segment", "select", "track", "visual_prompt"]
     detect = tools["detect"]
     assert isinstance(detect, GleeTool) and detect.args_schema is DetectArgs
     assert detect.response_format == "content_and_artifact"
     schema = convert_to_openai_tool(detect)["function"]
-    assert schema["parameters"]["required"] == ["image", "categories"]
+    assert schema["parameters"]["required"] == ["categories"]  # 'image' or 'images', checked by the core
     assert "Object categories to find" in schema["parameters"]["properties"]["categories"]["description"]
 
 

@@ -27,9 +27,9 @@ async def test_stdio_server_lists_and_runs_tools_and_survives_bad_calls(image_ro
             init = await session.initialize()
             assert init.server_info.name == "gleekit"
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-            assert sorted(tools) == ["detect", "refer", "segment", "select", "track", "visual_prompt"]
-            assert tools["segment"].input_schema["required"] == ["image", "categories"]
-            assert "objects" in tools["segment"].output_schema["properties"]
+            assert sorted(tools) == ["compare", "crop", "detect", "refer", "refine", "segment", "select", "track", "visual_prompt"]
+            assert tools["segment"].input_schema["required"] == ["categories"]
+            assert "objects" in tools["segment"].output_schema["$defs"]["ImageResult"]["properties"]  # or grouped
 
             result = await session.call_tool("segment", {"image": "scene.png", "categories": ["circle", "square"],
                                                          "min_score": 0.0, "max_objects": 4, "overlay": True})

@@ -28,7 +28,8 @@ def all_nodes(node):
 
 def test_every_schema_is_strict():
     specs = tool_specs()
-    assert [s["function"]["name"] for s in specs] == ["detect", "segment", "refer", "visual_prompt", "track", "select"]
+    assert [s["function"]["name"] for s in specs] == ["detect", "segment", "refer", "visual_prompt", "track", "select",
+                                                      "refine", "crop", "compare"]
     for spec in specs:
         function = spec["function"]
         assert spec["type"] == "function" and function["strict"] is True and function["description"]

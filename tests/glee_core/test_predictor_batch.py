@@ -1,0 +1,84 @@
+"""GleePredictor.batch_groups and predict_expressions on the nano model: every (image, expression) pair in
+batched forwards gives what one-by-one ``predict(image, Expression(e))`` calls give, for images of
+different sizes too (batches only join images of the same padded input size, because padding changes
+results)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from glee_core import predictor as predictor_module
+from glee_core.predictor import GleePredictor, input_size
+from glee_core.structures import Categories, Expression
+from train.data.shapeworld import generate_scene, scene_seed
+
+TOLERANCE = 1e-4
+EXPRESSIONS = ["the circle", "the red square", "the star on the left"]
+
+
+@pytest.fixture(scope="module")
+def predictor() -> GleePredictor:
+    return GleePredictor.from_pretrained("nano")
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    """256x256, 200x160 (another padded input size) and 250x250 (resized to 256x256: same input as the first)."""
+    scenes = [generate_scene(scene_seed("test", i), split="test").image for i in (3, 4, 5)]
+    return [scenes[0], np.ascontiguousarray(scenes[1][:200, :160]), np.ascontiguousarray(scenes[2][3:253, 3:253])]
+
+
+def assert_same(batched, single) -> None:
+    assert batched.label_names == single.label_names and batched.image_size == single.image_size
+    np.testing.assert_allclose(batched.boxes, single.boxes, atol=TOLERANCE)
+    np.testing.assert_allclose(batched.scores, single.scores, atol=TOLERANCE)
+    np.testing.assert_array_equal(batched.labels, single.labels)
+    assert (batched.masks != single.masks).mean() < 1e-3  # pixels at a logit of ~0 may flip
+
+
+def test_input_size_follows_the_resize_and_padding(predictor, images):
+    spec = predictor.spec
+    assert [input_size(im.shape[:2], spec) for im in images] == [(256, 256), (320, 256), (256, 256)]
+    assert input_size((100, 1000), spec) == (64, 384)  # long side capped at max_size=384, then rounded up to 32
+
+
+def test_batch_groups_join_only_same_input_sizes_in_order(predictor, images, monkeypatch):
+    assert predictor.batch_groups(images) == [[0, 2], [1]]
+    monkeypatch.setattr(predictor_module, "MAX_BATCH_IMAGES", 2)
+    assert predictor.batch_groups(images * 2) == [[0, 2], [3, 5], [1, 4]]
+
+
+def test_padding_would_change_results(predictor, images):
+    """Why batches are grouped: the 256x256 input padded to the 200x160 image's 320x256 gives other detections."""
+    prompt = Categories(["circle", "square"])
+    padded = predictor.predict(images[:2], prompt)[0]
+    alone = predictor.predict(images[0], prompt)
+    assert np.abs(padded.scores - alone.scores).max() > 100 * TOLERANCE
+
+
+def test_predict_expressions_equals_one_by_one_calls(predictor, images):
+    calls = []
+    results = predictor.predict_expressions(images, [Expression(e) for e in EXPRESSIONS[:2]] + [EXPRESSIONS[2]],
+                                            on_batch=calls.append)
+    assert calls == [0, 1]  # 6 pairs of the 256x256 inputs in one forward, 3 of the 200x160 image in another
+    assert len(results) == 3 and all(len(row) == 3 for row in results)
+    for image, row in zip(images, results):
+        for text, batched in zip(EXPRESSIONS, row):
+            assert batched.label_names == [text]  # each result named by its own expression
+            assert_same(batched, predictor.predict(image, Expression(text)))
+
+
+def test_predict_expressions_chunks_and_thresholds(predictor, images, monkeypatch):
+    monkeypatch.setattr(predictor_module, "MAX_BATCH_IMAGES", 2)
+    calls = []
+    results = predictor.predict_expressions([images[0]], EXPRESSIONS, score_threshold=0.3, on_batch=calls.append)
+    assert calls == [0, 1]  # 3 pairs in chunks of 2
+    for text, batched in zip(EXPRESSIONS, results[0]):
+        assert_same(batched, predictor.predict(images[0], Expression(text), score_threshold=0.3))
+
+
+def test_predict_expressions_refuses_empty_inputs(predictor, images):
+    with pytest.raises(ValueError, match="at least one image and one expression, got 1 and 0"):
+        predictor.predict_expressions(images[:1], [])
+    with pytest.raises(ValueError, match="non-empty string"):
+        predictor.predict_expressions(images[:1], [" "])
