@@ -247,10 +247,12 @@ class GleeModel(nn.Module):
             return self._encode_names(categories, fingerprint="")
         fingerprint = self.text_fingerprint()
         found = self.vocabularies.get(fingerprint, categories)
-        if found is None:
-            found = self._encode_names(categories, fingerprint)
+        if found is None or (found.class_embeddings.device, found.class_embeddings.dtype) != (self.device, self.dtype):
+            # a miss, or an entry made before the model moved: store it where the model now is, converted once
+            found = self._encode_names(categories, fingerprint) if found is None else found
+            found = found.to(self.device, self.dtype)
             self.vocabularies.put(found)
-        return found.to(self.device, self.dtype)
+        return found
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -68,6 +68,22 @@ def test_cache_skips_the_text_tower_and_follows_weight_changes():
     assert len(calls) == 2 and not torch.allclose(first, second)
 
 
+def test_a_cached_entry_of_another_device_or_dtype_is_converted_once():
+    """An entry made before the model moved (e.g. encoded on CPU, model then sent to CUDA; same fingerprint) is
+    stored converted, so later calls do not convert it again. A dtype stands in for the device here."""
+    torch.manual_seed(1)
+    model = GleeModel.from_config("tiny").eval()
+    calls = _text_calls(model)
+    with torch.no_grad():
+        encoded = model.vocabulary(["circle", "square"])
+        model.vocabularies.put(encoded.to(dtype=torch.float64))  # as if made where the model was before
+        converted = model.vocabulary(["circle", "square"])
+        again = model.vocabulary(["circle", "square"])
+    assert len(calls) == 1 and converted.class_embeddings.dtype == torch.float32
+    assert again is converted and len(model.vocabularies) == 1
+    torch.testing.assert_close(converted.class_embeddings, encoded.class_embeddings)
+
+
 def test_gradient_mode_encodes_every_call_and_trains_the_text_tower(model):
     calls = _text_calls(model)
     model.vocabularies.clear()
