@@ -54,11 +54,14 @@ class OptimSection:
 @dataclass
 class LossSection:
     """``weights``: the official loss weights (class 4, box L1 5, GIoU 2, mask BCE 5, dice 5, confidence 4);
-    ``num_points`` sampled per mask; ``denoising``: add the denoising queries and their losses."""
+    ``num_points`` sampled per mask; ``denoising``: add the denoising queries and their losses;
+    ``region_class_weight``: weight of the auxiliary region classification loss on backbone features
+    (train/glee/region_loss.py; not in the official recipe, 0 = off)."""
 
     weights: LossWeights = field(default_factory=LossWeights)
     num_points: int = 1024
     denoising: bool = True
+    region_class_weight: float = 0.0
 
 
 @dataclass

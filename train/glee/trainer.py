@@ -30,6 +30,7 @@ from train.glee.collate import GleeBatch, collate
 from train.glee.config import TrainConfig
 from train.glee.criterion import SetCriterion
 from train.glee.matcher import HungarianMatcher
+from train.glee.region_loss import RegionClassifier
 from train.glee.samples import TrainSample, shuffle_categories
 
 Callback = Callable[[GleeModel, int], dict[str, float]]
@@ -159,9 +160,16 @@ class GleeTrainer:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         torch.manual_seed(config.seed)
         model = model if model is not None else build_model(config)
-        optimizer = torch.optim.AdamW(param_groups(model, config), betas=config.optim.betas)
+        groups = param_groups(model, config)
+        self.region_classifier = self._region_classifier(model, source)
+        if self.region_classifier is not None:
+            groups.append({"params": list(self.region_classifier.parameters()), "lr": config.optim.lr,
+                           "weight_decay": config.optim.weight_decay})
+        optimizer = torch.optim.AdamW(groups, betas=config.optim.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        if self.region_classifier is not None:
+            self.region_classifier = self.accelerator.prepare(self.region_classifier)
         loss = config.loss
         self.criterion = SetCriterion(
             HungarianMatcher(num_points=loss.num_points),
@@ -176,6 +184,19 @@ class GleeTrainer:
     @property
     def unwrapped(self) -> GleeModel:
         return self.accelerator.unwrap_model(self.model)
+
+    def _region_classifier(self, model: GleeModel, source: SampleSource) -> RegionClassifier | None:
+        """The auxiliary head of ``loss.region_class_weight`` (None when the weight is 0)."""
+        weight = self.config.loss.region_class_weight
+        if weight < 0 or not math.isfinite(weight):
+            raise ValueError(f"loss.region_class_weight must be >= 0, got {weight}")
+        if weight == 0:
+            return None
+        names = getattr(source, "category_names", None)
+        if not names:
+            raise ValueError("loss.region_class_weight needs a data source with category names (shapeworld or coco)")
+        backbone = model.backbone
+        return RegionClassifier({level: backbone.out_channels[level] for level in backbone.out_features}, names)
 
     def _sample_stream(self, first: int, last: int) -> Iterator[list[TrainSample]]:
         """This process's samples of steps ``first .. last - 1``, made by ``config.num_workers`` background
@@ -211,20 +232,30 @@ class GleeTrainer:
                                                        generator=generator)
 
     def batch_losses(self, batches: list[GleeBatch], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Weighted sum over the task groups of one step: {"loss": total, "<task>": that group's loss}."""
+        """Weighted sum over the task groups of one step: {"loss": total, "glee_loss": the same without auxiliary
+        terms (detached; comparable across recipes), "<task>": that group's loss, "region_class": the auxiliary
+        loss when on}."""
         total_images = sum(len(b.targets) for b in batches)
         out: dict[str, torch.Tensor] = {}
-        total = None
+        total, glee_total = None, 0.0
         for batch in batches:
             dn = self._denoising(batch, generator) if self.model.training else None
+            region = self.region_classifier is not None and batch.task == "detection"
             with self.accelerator.autocast():
-                output = self.model(batch.images, denoising=dn, **batch.model_kwargs())
+                features = self.unwrapped.encode_image(batch.images) if region else None
+                output = self.model(batch.images, denoising=dn, image_features=features, **batch.model_kwargs())
             losses = self.criterion(output.decoder, batch.targets, denoising=dn,
                                     visual_prompt=batch.task == "visual", generator=generator)
-            weighted = losses["loss"] * (len(batch.targets) / total_images)
-            total = weighted if total is None else total + weighted
+            loss = losses["loss"]
+            if region:
+                region_loss = self.region_classifier(features, batch.targets, batch.names)
+                loss = loss + self.config.loss.region_class_weight * region_loss
+                out["region_class"] = region_loss.detach()
+            share = len(batch.targets) / total_images
+            total = loss * share if total is None else total + loss * share
+            glee_total = glee_total + losses["loss"].detach() * share
             out[batch.task] = out.get(batch.task, 0) + losses["loss"].detach()
-        out["loss"] = total
+        out["loss"], out["glee_loss"] = total, glee_total
         return out
 
     # ------------------------------------------------------------------ checkpoints
@@ -232,9 +263,11 @@ class GleeTrainer:
         """Replace ``output_dir/checkpoint-last`` atomically (model folder + optimizer/scheduler/step/history)."""
         def write(tmp: Path) -> None:
             self.unwrapped.save_pretrained(tmp)
+            head = None if self.region_classifier is None else \
+                self.accelerator.unwrap_model(self.region_classifier).state_dict()
             torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "history": json.dumps(self.history),
-                        "config": json.dumps(self.config.to_dict())}, tmp / STATE_NAME)
+                        "config": json.dumps(self.config.to_dict()), "region_classifier": head}, tmp / STATE_NAME)
 
         if not self.accelerator.is_main_process:
             return self.output_dir / LAST
@@ -248,6 +281,11 @@ class GleeTrainer:
         state = load_trainer_state(directory)
         model = GleeModel.from_pretrained(directory)
         self.unwrapped.load_state_dict(model.state_dict())
+        if self.region_classifier is not None:
+            if state.get("region_classifier") is None:
+                raise ValueError(f"{directory} was saved without the region classification head that "
+                                 "loss.region_class_weight needs; resume with the weight the run started with")
+            self.accelerator.unwrap_model(self.region_classifier).load_state_dict(state["region_classifier"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -257,7 +295,8 @@ class GleeTrainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss over ``val_batches`` fixed batches (train-mode heads, no DN) and the callbacks."""
+        """Validation loss (GLEE's losses only, no auxiliary term) over ``val_batches`` fixed batches (train-mode heads,
+        no DN) and the callbacks."""
         metrics: dict[str, float] = {}
         self.model.eval()
         if self.val_source is not None and self.config.val_batches > 0:
@@ -267,7 +306,7 @@ class GleeTrainer:
             self.unwrapped.predictor.train()
             for i in range(self.config.val_batches):
                 batches = self._batches(val_steps[i], rng)
-                values.append(float(self.batch_losses(batches, generator)["loss"]))
+                values.append(float(self.batch_losses(batches, generator)["glee_loss"]))
             self.unwrapped.predictor.eval()
             metrics["val_loss"] = float(np.mean(values))
         for callback in self.callbacks:
@@ -319,7 +358,7 @@ class GleeTrainer:
             if self.step % config.log_every == 0 or self.step == config.steps:
                 self.history["train"].append([self.step, float(np.mean(window))])
                 self.history["components"].append(
-                    [self.step, {k: float(v) for k, v in losses.items() if k != "loss"}])
+                    [self.step, {k: float(v) for k, v in losses.items() if k not in ("loss", "glee_loss")}])
                 bar.set_postfix(loss=f"{np.mean(window):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 window = []
             if config.eval_every and (self.step % config.eval_every == 0 or self.step == config.steps):

@@ -10,7 +10,7 @@ import torch
 from glee_core.modeling.glee import GleeModel
 from train.glee.config import TrainConfig
 from train.glee.samples import ShapeworldSource
-from train.glee.trainer import GleeTrainer, build_model, dn_label_encoder, param_groups
+from train.glee.trainer import GleeTrainer, StepSamples, build_model, dn_label_encoder, param_groups
 
 
 class FixedScenes:
@@ -134,3 +134,29 @@ def test_train_glee_command(tmp_path):
     result = CliRunner().invoke(app, ["train", "glee", "--config", str(config)])
     assert result.exit_code == 1
     assert "unknown config keys: optim.lr_max" in result.output
+
+
+def test_region_classification_loss_trains_its_head_and_resumes(tmp_path, scenes):
+    """The auxiliary head is optimised with the model, logged, checkpointed and restored; the model saved is plain."""
+    config = _config(tmp_path, steps=3, loss={"num_points": 256, "region_class_weight": 1.0})
+    source = ShapeworldSource(task_weights={"detection": 1.0})
+    trainer = GleeTrainer(config, source, model=_seeded_model())
+    batches = trainer._batches(StepSamples(source, 2)[0], np.random.default_rng(0))
+    losses = trainer.batch_losses(batches, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(losses["loss"].detach(), losses["glee_loss"] + losses["region_class"])  # weight 1
+    head = trainer.accelerator.unwrap_model(trainer.region_classifier)
+    assert head.names == list(ShapeworldSource().category_names)
+    before = head.head.weight.detach().clone()
+    result = trainer.train()
+    assert not torch.equal(before, head.head.weight)
+    components = [c for _, c in result.history["components"]]
+    assert all(np.isfinite(c["region_class"]) and c["region_class"] > 0 for c in components)
+    assert not any(k.startswith("region") for k in GleeModel.from_pretrained(result.model_dir).state_dict())
+    resumed = GleeTrainer(config, ShapeworldSource(task_weights={"detection": 1.0}), model=_seeded_model(seed=1))
+    assert resumed.resume()
+    torch.testing.assert_close(resumed.accelerator.unwrap_model(resumed.region_classifier).head.weight,
+                               head.head.weight)
+    with pytest.raises(ValueError, match="region_class_weight must be >= 0"):
+        GleeTrainer(_config(tmp_path / "x", loss={"region_class_weight": -1.0}), scenes, model=_seeded_model())
+    with pytest.raises(ValueError, match="category names"):
+        GleeTrainer(_config(tmp_path / "y", loss={"region_class_weight": 1.0}), scenes, model=_seeded_model())
