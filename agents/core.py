@@ -6,8 +6,9 @@ result with a text summary. Results name images and objects by handles (``img_N`
 calls of the same toolkit accept, whichever surface made them: refine, crop, compare, describe and track
 work on objects found earlier. detect, segment and refer also take several images (and refer several
 expressions) in one call, batched underneath, and answer with a :class:`~agents.schemas.GroupedResult`.
-:meth:`GleeToolkit.call` is the surfaces' entry point: it takes a tool name and raw arguments and never raises — every failure becomes a :class:`ToolOutcome` carrying a typed
-:class:`~agents.errors.ToolError`, with the traceback only in the server log.
+:meth:`GleeToolkit.call` is the surfaces' entry point: it takes a tool name and raw arguments and never
+raises — every failure becomes a :class:`ToolOutcome` carrying a typed :class:`~agents.errors.ToolError`, with
+the traceback only in the server log.
 
 Calls run one at a time on a worker thread; one that outlives ``Limits.timeout_s`` is answered with a
 ``timeout`` error (a video stops at the next frame; an image call finishes in the background and its
@@ -405,7 +406,7 @@ class GleeToolkit:
             nothing = (f"No object matches {text!r}: the calibrated probability that one is in the image is "
                        f"{probability:.2f}, below the threshold {self.rejection.threshold:.2f} (best score {best:.2f})")
         result = self._image_result("refer", handle, image, kept, 1, True, args.overlay_kind, nothing)
-        summary = result.summary if not accepted else f"{result.summary} Calibrated match probability {probability:.2f}."
+        summary = f"{result.summary} Calibrated match probability {probability:.2f}." if accepted else result.summary
         return result.model_copy(update={"match_probability": round(probability, 4), "summary": summary})
 
     def _visual_prompt(self, args: VisualPromptArgs, deadline: float) -> ImageResult:
