@@ -99,7 +99,7 @@ def test_refine_errors(toolkit, blank):
 
 
 # ---------------------------------------------------------------------------------------------------- crop
-def test_crop_registers_the_padded_box_as_a_new_image(toolkit, scene, found):
+def test_crop_registers_the_padded_box_as_a_new_image(toolkit, scene, found, monkeypatch):
     obj, image = found
     crop = toolkit.crop(object=obj.id, padding=5)
     x1, y1 = int(np.floor(obj.box[0] - 5)), int(np.floor(obj.box[1] - 5))
@@ -111,13 +111,20 @@ def test_crop_registers_the_padded_box_as_a_new_image(toolkit, scene, found):
     assert f"add [{x1}, {y1}] to get {image} pixels" in crop.summary
     # Later calls take the crop handle; their coordinates are crop pixels.
     point = point_on(scene, CIRCLE)
+    seen = []
+    predict = toolkit.predictor.predict
+    monkeypatch.setattr(toolkit.predictor, "predict", lambda im, prompt, **kw: seen.append((im, prompt)) or
+                        predict(im, prompt, **kw))
     inner = toolkit.visual_prompt(image=crop.image, points=[{"x": point["x"] - x1, "y": point["y"] - y1}])
     assert inner.image == crop.image and (inner.width, inner.height) == (crop.width, crop.height)
-    inner_mask = mask_of(inner.objects[0])
-    assert inner_mask[int(point["y"]) - y1, int(point["x"]) - x1]  # the point was read in crop pixels
+    (pixels_seen, prompt_seen), = seen  # the model saw the crop and the point in crop pixels
+    np.testing.assert_array_equal(pixels_seen, scene.image[y1:y2, x1:x2])
+    np.testing.assert_allclose(prompt_seen.points, [[point["x"] - x1, point["y"] - y1]])
     placed = np.zeros(scene.image.shape[:2], bool)
-    placed[y1:y2, x1:x2] = inner_mask
-    assert (placed & scene.objects[CIRCLE].mask).sum() >= 0.9 * placed.sum()  # part of the circle (measured 0.99)
+    placed[y1:y2, x1:x2] = mask_of(inner.objects[0])
+    # the object fills the crop, unlike anything nano was trained on: it returns part of it (stage 5: all of the
+    # 1,192 mask pixels inside the object, though not the pointed part)
+    assert placed.any() and (placed & scene.objects[CIRCLE].mask).sum() >= 0.9 * placed.sum()
     assert toolkit.segment(image=crop.image, categories=["circle"], min_score=0.0).image == crop.image
 
 

@@ -15,7 +15,8 @@ from gleekit.cli import app
 from glee_core.predictor import GleePredictor
 
 TOLERANCE = 0.05
-MEASURED = {"hota": 0.658, "idf1": 0.807}  # 3 test videos, seed 0, online, score >= 0.2 (nano stage 3)
+MEASURED = {"hota": 0.654, "idf1": 0.743}  # 3 test videos, seed 0, online, score >= 0.2 (nano stage 5;
+# stage 3 had 0.658 / 0.807 here; on 20 videos both score IDF1 0.74, HOTA 0.66 vs 0.63)
 
 
 def test_nano_tracks_held_out_videos():
