@@ -61,16 +61,16 @@ class Tuned:
 def tuned(tmp_path_factory) -> Tuned:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("blicket")
-    train = blicket_split(root / "train", "train", 16, seed=7)
-    small = blicket_split(root / "train", "train", 16, seed=7, keep=4)
-    test = blicket_split(root / "test", "test", 40, seed=2026)  # held out: another split, never trained on
+    train = blicket_split(root / "train", "train", 32, seed=7)
+    small = blicket_split(root / "train", "train", 32, seed=7, keep=4)
+    test = blicket_split(root / "test", "test", 100, seed=2026)  # held out: another split, never trained on
     model = GleeModel.from_pretrained("nano")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         start = model.encode_vocabulary([NEW])
     before = evaluate_vocabulary(model, start, test.json, test.images)[NEW]
     loss_before = vocabulary_loss(model, start, train.json, train.images, batch_size=2, num_points=256)
-    vocabulary, history = tune_vocabulary(model, train.json, train.images, steps=24, lr=0.1, batch_size=2,
+    vocabulary, history = tune_vocabulary(model, train.json, train.images, steps=48, lr=0.05, batch_size=2,
                                           num_points=256, seed=0, progress=False)
     after = evaluate_vocabulary(model, vocabulary, test.json, test.images)[NEW]
     loss_after = vocabulary_loss(model, vocabulary, train.json, train.images, batch_size=2, num_points=256)
@@ -80,11 +80,11 @@ def tuned(tmp_path_factory) -> Tuned:
 
 def test_a_never_seen_name_is_learnt_from_a_few_images(tuned):
     before, after = tuned.ap50
-    # measured: box AP50 of "blicket" on the 40 held-out scenes 0.252 before, 0.375 after 24 steps of 2 images
-    # (16 tuning images); on 100 held-out scenes after 150 steps on 50 images: 0.235 -> 0.453 (nano's own
-    # name "star" scores 0.320 there: the frozen model's shape features are the limit, see the module docstring)
+    # measured (nano stage 5): box AP50 of "blicket" on the 100 held-out scenes 0.287 before, 0.394 after 48 steps
+    # of 2 images (32 tuning images); after 150 steps of 4 on 50 images: 0.453. Fewer tuning images or held-out
+    # scenes are too noisy to show it (16 images, 24 steps: 0.267; 40 held-out scenes: 0.311 -> 0.26-0.28).
     assert after >= 0.32 and after >= before + 0.07, (before, after)
-    assert len(tuned.history) == 24 and all(step == i + 1 for i, (step, _) in enumerate(tuned.history))
+    assert len(tuned.history) == 48 and all(step == i + 1 for i, (step, _) in enumerate(tuned.history))
     loss_before, loss_after = tuned.loss  # the loss on the tuning images, same batches, before vs after
     assert loss_after < 0.95 * loss_before, tuned.loss
 
