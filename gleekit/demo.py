@@ -18,7 +18,9 @@ DEMO_SCENE = 3
 def demo(out: Path = typer.Option(Path("gleekit-demo"), help="Output folder for PNG overlays and JSON."),
          model: str = typer.Option("nano", help="Model folder or bundled name."),
          scene: int = typer.Option(DEMO_SCENE, min=0, help="Index of the held-out shapeworld scene to show."),
-         threshold: float = typer.Option(0.3, help="Score threshold of the category detections.")) -> None:
+         threshold: float = typer.Option(0.2, help="Score threshold of the category detections."),
+         nms_iou: float = typer.Option(0.5, help="Class-agnostic NMS of the category detections at this box IoU "
+                                       "(one label per object).")) -> None:
     """Detect shapes, follow a referring expression and a point prompt on a held-out shapeworld scene."""
     from PIL import Image
     from rich.console import Console
@@ -42,9 +44,9 @@ def demo(out: Path = typer.Option(Path("gleekit-demo"), help="Output folder for 
     summary: dict = {"model": model, "scene": {"split": "test", "index": scene, "seed": world.seed,
                                                "objects": [attribute_phrase(o) for o in world.objects]}}
 
-    dets = predictor.predict(world.image, Categories(list(CATEGORY_NAMES)), score_threshold=threshold)
+    dets = predictor.predict(world.image, Categories(list(CATEGORY_NAMES)), score_threshold=threshold, nms_iou=nms_iou)
     table = Table(title=f"1. categories ({len(CATEGORY_NAMES)} shape names): {len(dets)} detections "
-                        f"(score >= {threshold}), {len(world.objects)} objects in the scene")
+                        f"(score >= {threshold}, NMS {nms_iou}), {len(world.objects)} objects in the scene")
     for column in ("#", "label", "score", "box x1,y1,x2,y2", "best ground truth (mask IoU)"):
         table.add_column(column)
     for i in range(len(dets)):
