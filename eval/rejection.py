@@ -220,6 +220,7 @@ class ShapeworldRejectionBenchmark(_RejectionBenchmark):
 
     def _categories(self, model: EvalModel, scene: Any) -> list[RejectionSample]:
         from train.data.shapeworld import CATEGORY_NAMES
+        from train.data.shapeworld.scene import object_boxes
 
         rng = np.random.default_rng([scene.seed, 13])
         present = [name for name in CATEGORY_NAMES if any(o.shape == name for o in scene.objects)]
@@ -229,7 +230,7 @@ class ShapeworldRejectionBenchmark(_RejectionBenchmark):
         samples = []
         for name in chosen:
             found = model.predictor.predict(scene.image, Categories([name]))
-            boxes = np.array([o.box for o in scene.objects if o.shape == name], np.float32).reshape(-1, 4)
+            boxes = object_boxes([o for o in scene.objects if o.shape == name])
             samples.append(_sample(found, name, boxes if name in present else None,
                                    "category" if name in present else "absent category", label=0))
         return samples

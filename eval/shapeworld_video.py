@@ -12,6 +12,7 @@ from eval.runner import Benchmark, EvalResult
 from eval.tracking_metrics import GroundTruthFrame, scores_from_sequences, sequence_data
 from glee_core.structures import Categories
 from train.data.shapeworld import CATEGORY_NAMES, scene_seed
+from train.data.shapeworld.scene import object_boxes
 from train.data.shapeworld.video import generate_video
 
 
@@ -32,7 +33,7 @@ class ShapeworldVideoBenchmark(Benchmark):
     def run_sample(self, model: EvalModel, index: int) -> dict:
         video = generate_video(scene_seed(self.split, index, self.seed), split=self.split)
         truth = [GroundTruthFrame(ids=np.asarray(f.track_ids, np.int64),
-                                  boxes=np.array([o.box for o in f.objects], np.float32).reshape(-1, 4),
+                                  boxes=object_boxes(f.objects),
                                   masks=np.array([o.mask for o in f.objects], bool).reshape(-1, *f.image.shape[:2]))
                  for f in video.frames]
         tracks = model.predictor.track([f.image for f in video.frames], Categories(list(CATEGORY_NAMES)),

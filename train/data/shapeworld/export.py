@@ -44,7 +44,7 @@ from train.data.mot_format import SeqInfo, write_gt, write_seqinfo
 from train.data.readers.safe_pickle import load_pickle_safely
 from train.data.shapeworld.reasoning import reasoning_queries
 from train.data.shapeworld.referring import referring_expressions
-from train.data.shapeworld.scene import SPLITS, Scene, SceneObject, generate_scene, scene_seed
+from train.data.shapeworld.scene import SPLITS, Scene, SceneObject, generate_scene, object_boxes, scene_seed
 from train.data.shapeworld.video import generate_video
 from train.data.shapeworld.vocab import CATEGORY_NAMES
 
@@ -307,7 +307,7 @@ def _write_mot(out: Path, split: str, n: int, seed: int, bar: tqdm) -> Path:
         for t, frame in enumerate(video.frames, start=1):
             _save_png(frame.image, info.frame_path(t))
         write_gt(info.gt_path, [np.asarray(frame.track_ids, np.int64) + 1 for frame in video.frames],
-                 [np.array([o.box for o in frame.objects], np.float32).reshape(-1, 4) for frame in video.frames])
+                 [object_boxes(frame.objects) for frame in video.frames])
         write_seqinfo(info)
         bar.update(1)
     return folder

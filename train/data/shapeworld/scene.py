@@ -244,6 +244,11 @@ def make_objects(placements: Sequence[Placement], masks: np.ndarray) -> list[Sce
     ]
 
 
+def object_boxes(objects: Sequence[SceneObject]) -> np.ndarray:
+    """The xyxy pixel boxes of ``objects`` as float32 [N, 4] (``[0, 4]`` for none)."""
+    return np.array([o.box for o in objects], np.float32).reshape(-1, 4)
+
+
 def compose_scene(
     placements: Sequence[Placement], height: int = 256, width: int = 256, *, gray: int = 60, split: str = "train"
 ) -> Scene:
