@@ -54,10 +54,18 @@ class GleePredictor:
         return cls(GleeModel.from_pretrained(source, preset=preset, strict=strict), device=device, dtype=dtype,
                    autocast=autocast)
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.model.device.type, dtype=self.autocast, enabled=self.autocast is not None)
+
     def _forward(self, images: torch.Tensor, **prompt) -> GleeOutput:
         """The model on a batch, under autocast when set."""
-        with torch.autocast(self.model.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+        with self._autocast():
             return self.model(images, **prompt)
+
+    def _encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backbone features of a batch (under autocast when set), for ``image_features=`` of later forwards."""
+        with self._autocast():
+            return self.model.encode_image(images)
 
     @staticmethod
     def load_image(source: ImageSource) -> np.ndarray:
@@ -307,9 +315,18 @@ class GleePredictor:
 
     def _predict_text(self, arrays: list[np.ndarray], *, label_names: list[str], categories=None, expressions=None,
                       candidates: int | None = None) -> list[Detections]:
-        """``candidates``: (query, class) pairs kept per image when more than the official ``test_topk``."""
-        batch = processing.preprocess(arrays, self.spec, device=self.model.device)
-        out = self._forward(batch.tensor, categories=categories, expressions=expressions)
+        """``candidates``: (query, class) pairs kept per image when more than the official ``test_topk``. An image
+        given several times (the same array object, as several expressions on one image) runs the backbone once."""
+        distinct: dict[int, int] = {}
+        index = [distinct.setdefault(id(array), len(distinct)) for array in arrays]
+        batch = processing.preprocess(list({id(a): a for a in arrays}.values()), self.spec, device=self.model.device)
+        features = None
+        if len(distinct) < len(arrays):
+            rows = torch.tensor(index, device=batch.tensor.device)
+            features = {level: f[rows] for level, f in self._encode(batch.tensor).items()}
+            batch = processing.ImageBatch(batch.tensor[rows], [batch.image_sizes[i] for i in index],
+                                          [batch.original_sizes[i] for i in index])
+        out = self._forward(batch.tensor, categories=categories, expressions=expressions, image_features=features)
         topk = 1 if expressions is not None else max(self.model.config.test_topk, candidates or 0)
         return instance_detections(out.pred_logits, out.pred_masks, out.pred_boxes, out.query_embeds, batch, self.spec,
                                    label_names, topk)
@@ -338,8 +355,10 @@ class GleePredictor:
             masks.append(prompt_mask_from_mask(self._rasterize_scribble(scribble, original, image_size), batch.padded_size))
             kinds.append("scribble")
         rows = []
+        features = self._encode(batch.tensor)  # the backbone does not see the prompt: once for every prompt
         for mask, kind in zip(masks, kinds):
-            out = self._forward(batch.tensor, visual_prompt_masks=mask.to(self.model.device), visual_prompt_type=kind)
+            out = self._forward(batch.tensor, visual_prompt_masks=mask.to(self.model.device), visual_prompt_type=kind,
+                                image_features=features)
             masks_up = processing.upsample_masks(out.pred_masks[0].float(), batch.padded_size, image_size, original)
             boxes = processing.scale_boxes(out.pred_boxes[0].float(), batch.padded_size, image_size, original, lsj=True)
             candidates = len(out.pred_logits[0]) if len(background) else 1

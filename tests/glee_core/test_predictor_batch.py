@@ -9,7 +9,7 @@ import pytest
 
 from glee_core import predictor as predictor_module
 from glee_core.predictor import GleePredictor, input_size
-from glee_core.structures import Categories, Expression
+from glee_core.structures import Categories, Expression, VisualPrompt
 from train.data.shapeworld import generate_scene, scene_seed
 
 TOLERANCE = 1e-4
@@ -56,11 +56,21 @@ def test_padding_would_change_results(predictor, images):
     assert np.abs(padded.scores - alone.scores).max() > 100 * TOLERANCE
 
 
-def test_predict_expressions_equals_one_by_one_calls(predictor, images):
+def backbone_batch_sizes(predictor, monkeypatch) -> list[int]:
+    """Records the batch size of every backbone call of ``predictor``'s model."""
+    sizes, forward = [], predictor.model.backbone.forward
+    monkeypatch.setattr(predictor.model.backbone, "forward", lambda x: sizes.append(len(x)) or forward(x))
+    return sizes
+
+
+def test_predict_expressions_equals_one_by_one_calls(predictor, images, monkeypatch):
     calls = []
+    backbone_calls = backbone_batch_sizes(predictor, monkeypatch)
     results = predictor.predict_expressions(images, [Expression(e) for e in EXPRESSIONS[:2]] + [EXPRESSIONS[2]],
                                             on_batch=calls.append)
     assert calls == [0, 1]  # 6 pairs of the 256x256 inputs in one forward, 3 of the 200x160 image in another
+    assert backbone_calls == [2, 1]  # the backbone sees each image once, not once per expression
+    monkeypatch.undo()
     assert len(results) == 3 and all(len(row) == 3 for row in results)
     for image, row in zip(images, results):
         for text, batched in zip(EXPRESSIONS, row):
@@ -82,3 +92,20 @@ def test_predict_expressions_refuses_empty_inputs(predictor, images):
         predictor.predict_expressions(images[:1], [])
     with pytest.raises(ValueError, match="non-empty string"):
         predictor.predict_expressions(images[:1], [" "])
+
+
+def test_visual_prompts_share_one_backbone_pass(predictor, images, monkeypatch):
+    """Several visual prompts on one image: one backbone pass over the image (plus the one over each prompt's
+    256x256 template crop), each prompt's result as when it is alone."""
+    boxes, points = [[20, 30, 90, 100], [120, 40, 200, 150]], [[60, 60]]
+    backbone_calls = backbone_batch_sizes(predictor, monkeypatch)
+    together = predictor.predict(images[0], VisualPrompt(boxes=boxes, points=points))
+    assert backbone_calls == [1] * 4  # the image once + 3 template crops (it was the image 3 times + 3 crops)
+    monkeypatch.undo()
+    assert together.label_names == ["prompt 0", "prompt 1", "prompt 2"]
+    alone = [predictor.predict(images[0], VisualPrompt(boxes=[box])) for box in boxes]
+    alone.append(predictor.predict(images[0], VisualPrompt(points=points)))
+    for label, single in enumerate(alone):  # prompt points are drawn at random (official): ~0.2 px of jitter
+        picked = together.labels == label
+        np.testing.assert_allclose(together.boxes[picked], single.boxes, atol=1.0)
+        np.testing.assert_allclose(together.scores[picked], single.scores, atol=0.02)
