@@ -10,12 +10,13 @@ return a sentence describing the problem, or None, so other results formats (You
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
+
+from glee_core.json_file import read_json
 
 RESULT_FIELDS = "image_id, category_id, bbox [x, y, w, h], score (and segmentation for masks)"
 
@@ -113,12 +114,7 @@ def load_results(path: str | Path) -> list[dict]:
     :class:`PredictionError` when it is not JSON, not a list or empty. Records are checked by
     :func:`check_results`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PredictionError(f"{path} is not a JSON file: {error}") from None
+    data = read_json(path, "results file", PredictionError)
     if not isinstance(data, list):
         keys = f" with keys {sorted(data)[:5]}" if isinstance(data, dict) else ""
         raise PredictionError(f"{path} must hold a JSON list of predictions ({RESULT_FIELDS}), "

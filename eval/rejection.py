@@ -34,7 +34,6 @@ Metrics (:func:`rejection_result`), with ``p`` the calibrated probability and ac
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import numpy as np
 
 from eval.models import EvalModel
 from eval.runner import Benchmark, EvalResult
+from glee_core.json_file import read_json
 from glee_core.mask_ops import box_iou
 from glee_core.rejection import PROMPTS, TARGETS, RejectionCalibrator, prediction_features
 from glee_core.structures import Categories, Expression
@@ -313,12 +313,7 @@ def _borrowed_negatives(positives: list[tuple], seed: int) -> list[tuple]:
 
 def _read_negatives(path: Path, images: dict[int, Any]) -> list[tuple[int, str]]:
     """``[{"image_id": int, "sentence": str}, ...]``; errors name the file and the entry."""
-    if not path.is_file():
-        raise FileNotFoundError(f"negatives file {path} not found")
-    try:
-        entries = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON file ({error})") from None
+    entries = read_json(path, "negatives file")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: must hold a non-empty JSON list of {{\"image_id\": int, \"sentence\": str}}")
     found = []

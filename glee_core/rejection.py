@@ -44,6 +44,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from glee_core.json_file import read_json
+
 FORMAT = "gleekit.rejection"
 VERSION = 1
 FEATURES = ("top_logit", "margin")
@@ -311,14 +313,7 @@ class RejectionCalibrator:
     @classmethod
     def load(cls, path: str | Path) -> "RejectionCalibrator":
         """Read a :meth:`save` file; a missing file raises FileNotFoundError, a malformed one CalibrationFileError."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"calibration file {path} not found")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CalibrationFileError(f"{path}: not a JSON file ({error})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "calibration file", CalibrationFileError), source=str(path))
 
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:

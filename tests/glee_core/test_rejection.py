@@ -145,7 +145,7 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         RejectionCalibrator.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(CalibrationFileError, match="bad.json: not a JSON file"):
+    with pytest.raises(CalibrationFileError, match="bad.json is not a JSON file"):
         RejectionCalibrator.load(tmp_path / "bad.json")
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(CalibrationFileError, match="list.json: must hold a JSON object"):

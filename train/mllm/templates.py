@@ -7,7 +7,6 @@ a source stays deterministic in its index.
 """
 from __future__ import annotations
 
-import json
 import math
 import string
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from glee_core.json_file import read_json
 from mllm.tokens import SEG_TOKEN
 
 DEFAULT_PATH = Path(__file__).with_name("templates.json")
@@ -138,12 +138,7 @@ class Templates:
     def load(cls, path: str | Path | None = None) -> Templates:
         """Read and check a templates json (default: the bundled ``templates.json``)."""
         path = Path(path) if path is not None else DEFAULT_PATH
-        if not path.is_file():
-            raise FileNotFoundError(f"templates file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise TemplateError(f"{path}: not valid JSON ({error})") from None
+        data = read_json(path, "templates file", TemplateError)
         if not isinstance(data, dict):
             raise TemplateError(f"{path}: the top level must be an object of templates")
         known = {key.split(".")[0] for key in (*PLACEHOLDERS, *RATE_KEYS)}
