@@ -56,12 +56,15 @@ class LossSection:
     """``weights``: the official loss weights (class 4, box L1 5, GIoU 2, mask BCE 5, dice 5, confidence 4);
     ``num_points`` sampled per mask; ``denoising``: add the denoising queries and their losses;
     ``region_class_weight``: weight of the auxiliary region classification loss on backbone features
-    (train/glee/region_loss.py; not in the official recipe, 0 = off)."""
+    (train/glee/region_loss.py; not in the official recipe, 0 = off); ``glee_weight``: weight of GLEE's own losses
+    (1; 0 with a region weight trains the backbone alone on region classification, a pretraining stage that
+    skips the rest of the model)."""
 
     weights: LossWeights = field(default_factory=LossWeights)
     num_points: int = 1024
     denoising: bool = True
     region_class_weight: float = 0.0
+    glee_weight: float = 1.0
 
 
 @dataclass

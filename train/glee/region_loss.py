@@ -75,9 +75,9 @@ class RegionClassifier(nn.Module):
         return torch.cat(rows)
 
     def forward(self, features: Mapping[str, torch.Tensor], targets: Sequence[Target],
-                batch_names: Sequence[str]) -> torch.Tensor:
-        """Mean cross-entropy over the objects of a detection batch whose labels index ``batch_names``; 0 (with a
-        graph) when the batch has no object."""
+                batch_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [N, len(names)] and class indices [N] of the N objects of a detection batch whose labels index
+        ``batch_names``."""
         try:
             to_global = torch.tensor([self._index[name] for name in batch_names], dtype=torch.long)
         except KeyError as error:
@@ -85,6 +85,13 @@ class RegionClassifier(nn.Module):
                              f"names {self.names}") from None
         labels = torch.cat([to_global[t.labels.cpu()] for t in targets]).to(self.head.weight.device)
         if labels.numel() == 0:
-            return self.head.weight.sum() * 0.0
-        logits = self.head(self.pooled(features, targets).to(self.head.weight.dtype))
-        return F.cross_entropy(logits, labels)
+            return self.head.weight.new_zeros(0, len(self.names)) + self.head.weight.sum() * 0.0, labels
+        return self.head(self.pooled(features, targets).to(self.head.weight.dtype)), labels
+
+
+def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of logits [N, K] against class indices [N] (0, with a graph, when N = 0) and the share of
+    the N objects classified right (detached; nan when N = 0)."""
+    if labels.numel() == 0:
+        return logits.sum() * 0.0, torch.tensor(float("nan"))
+    return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean().detach()

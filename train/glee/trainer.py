@@ -30,7 +30,7 @@ from train.glee.collate import GleeBatch, collate
 from train.glee.config import TrainConfig
 from train.glee.criterion import SetCriterion
 from train.glee.matcher import HungarianMatcher
-from train.glee.region_loss import RegionClassifier
+from train.glee.region_loss import RegionClassifier, loss_and_accuracy
 from train.glee.samples import TrainSample, shuffle_categories
 
 Callback = Callable[[GleeModel, int], dict[str, float]]
@@ -187,9 +187,12 @@ class GleeTrainer:
 
     def _region_classifier(self, model: GleeModel, source: SampleSource) -> RegionClassifier | None:
         """The auxiliary head of ``loss.region_class_weight`` (None when the weight is 0)."""
-        weight = self.config.loss.region_class_weight
+        weight, glee_weight = self.config.loss.region_class_weight, self.config.loss.glee_weight
         if weight < 0 or not math.isfinite(weight):
             raise ValueError(f"loss.region_class_weight must be >= 0, got {weight}")
+        if glee_weight < 0 or not math.isfinite(glee_weight) or glee_weight == weight == 0:
+            raise ValueError(f"loss.glee_weight must be >= 0, and > 0 unless loss.region_class_weight is, got "
+                             f"{glee_weight} and {weight}: nothing would be trained")
         if weight == 0:
             return None
         names = getattr(source, "category_names", None)
@@ -233,28 +236,38 @@ class GleeTrainer:
 
     def batch_losses(self, batches: list[GleeBatch], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Weighted sum over the task groups of one step: {"loss": total, "glee_loss": the same without auxiliary
-        terms (detached; comparable across recipes), "<task>": that group's loss, "region_class": the auxiliary
-        loss when on}."""
+        terms (detached; comparable across recipes), "<task>": that group's loss, "region_class" and
+        "region_accuracy": the auxiliary loss and its share of objects classified right, when on}. With
+        ``loss.glee_weight`` 0 only the backbone runs (region classification of the detection batches)."""
+        weights = self.config.loss
+        batches = [b for b in batches if weights.glee_weight > 0 or b.task == "detection"]
         total_images = sum(len(b.targets) for b in batches)
         out: dict[str, torch.Tensor] = {}
         total, glee_total = None, 0.0
         for batch in batches:
-            dn = self._denoising(batch, generator) if self.model.training else None
             region = self.region_classifier is not None and batch.task == "detection"
+            share = len(batch.targets) / total_images
             with self.accelerator.autocast():
                 features = self.unwrapped.encode_image(batch.images) if region else None
-                output = self.model(batch.images, denoising=dn, image_features=features, **batch.model_kwargs())
-            losses = self.criterion(output.decoder, batch.targets, denoising=dn,
-                                    visual_prompt=batch.task == "visual", generator=generator)
-            loss = losses["loss"]
+            loss = 0.0
+            if weights.glee_weight > 0:
+                dn = self._denoising(batch, generator) if self.model.training else None
+                with self.accelerator.autocast():
+                    output = self.model(batch.images, denoising=dn, image_features=features, **batch.model_kwargs())
+                losses = self.criterion(output.decoder, batch.targets, denoising=dn,
+                                        visual_prompt=batch.task == "visual", generator=generator)
+                loss = weights.glee_weight * losses["loss"]
+                glee_total = glee_total + losses["loss"].detach() * share
+                out[batch.task] = out.get(batch.task, 0) + losses["loss"].detach()
             if region:
-                region_loss = self.region_classifier(features, batch.targets, batch.names)
-                loss = loss + self.config.loss.region_class_weight * region_loss
+                region_loss, out["region_accuracy"] = loss_and_accuracy(
+                    *self.region_classifier(features, batch.targets, batch.names))
+                loss = loss + weights.region_class_weight * region_loss
                 out["region_class"] = region_loss.detach()
-            share = len(batch.targets) / total_images
             total = loss * share if total is None else total + loss * share
-            glee_total = glee_total + losses["loss"].detach() * share
-            out[batch.task] = out.get(batch.task, 0) + losses["loss"].detach()
+        if total is None:
+            raise ValueError("loss.glee_weight 0 trains on detection batches only, and this step has none: set "
+                             "data.task_weights to detection alone")
         out["loss"], out["glee_loss"] = total, glee_total
         return out
 
@@ -306,9 +319,13 @@ class GleeTrainer:
             self.unwrapped.predictor.train()
             for i in range(self.config.val_batches):
                 batches = self._batches(val_steps[i], rng)
-                values.append(float(self.batch_losses(batches, generator)["glee_loss"]))
+                values.append({k: float(v) for k, v in self.batch_losses(batches, generator).items()})
             self.unwrapped.predictor.eval()
-            metrics["val_loss"] = float(np.mean(values))
+            if self.config.loss.glee_weight > 0:
+                metrics["val_loss"] = float(np.mean([v["glee_loss"] for v in values]))
+            if self.region_classifier is not None:
+                for key in ("region_class", "region_accuracy"):
+                    metrics[f"val_{key}"] = float(np.nanmean([v.get(key, np.nan) for v in values]))
         for callback in self.callbacks:
             metrics.update(callback(self.unwrapped, self.step))
         self.model.train()

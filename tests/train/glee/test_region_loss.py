@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from train.glee.matcher import Target
-from train.glee.region_loss import RegionClassifier, region_weights
+from train.glee.region_loss import RegionClassifier, loss_and_accuracy, region_weights
 
 
 def _target(labels, boxes, masks=None) -> Target:
@@ -48,12 +48,12 @@ def test_labels_are_mapped_by_name_and_the_head_learns():
     optimizer = torch.optim.Adam(classifier.parameters(), lr=0.1)
     first = None
     for _ in range(60):
-        loss = classifier(features, targets, batch_names)
-        first = float(loss) if first is None else first
+        loss, accuracy = loss_and_accuracy(*classifier(features, targets, batch_names))
+        first = float(loss.detach()) if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.05 * first
+    assert float(loss) < 0.05 * first and float(accuracy) == 1.0
     logits = classifier.head(classifier.pooled(features, targets))
     assert logits.argmax(1).tolist() == [0, 1, 2]  # circle, square, star: the source's indices
 
@@ -62,9 +62,18 @@ def test_empty_batches_and_unknown_names():
     classifier = RegionClassifier({"f": 2}, ["a"])
     features = {"f": torch.zeros(1, 2, 4, 4)}
     empty = _target([], [], torch.zeros(0, 8, 8, dtype=torch.bool))
-    loss = classifier(features, [empty], ["a"])
-    assert float(loss) == 0.0 and loss.requires_grad
+    logits, labels = classifier(features, [empty], ["a"])
+    assert logits.shape == (0, 1) and labels.shape == (0,)
+    loss, accuracy = loss_and_accuracy(logits, labels)
+    assert float(loss) == 0.0 and loss.requires_grad and torch.isnan(accuracy)
     with pytest.raises(ValueError, match="'b', which is not one of the data source's category names"):
         classifier(features, [empty], ["b"])
     with pytest.raises(ValueError, match="category names"):
         RegionClassifier({"f": 2}, [])
+
+
+def test_accuracy_counts_argmax_hits():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    loss, accuracy = loss_and_accuracy(logits, torch.tensor([0, 1, 1]))
+    assert float(accuracy) == pytest.approx(2 / 3)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])))

@@ -158,5 +158,31 @@ def test_region_classification_loss_trains_its_head_and_resumes(tmp_path, scenes
                                head.head.weight)
     with pytest.raises(ValueError, match="region_class_weight must be >= 0"):
         GleeTrainer(_config(tmp_path / "x", loss={"region_class_weight": -1.0}), scenes, model=_seeded_model())
+    with pytest.raises(ValueError, match="glee_weight must be >= 0, and > 0 unless .* nothing would be trained"):
+        GleeTrainer(_config(tmp_path / "z", loss={"glee_weight": 0.0}), scenes, model=_seeded_model())
     with pytest.raises(ValueError, match="category names"):
         GleeTrainer(_config(tmp_path / "y", loss={"region_class_weight": 1.0}), scenes, model=_seeded_model())
+
+
+def test_backbone_pretraining_with_glee_weight_zero(tmp_path):
+    """glee_weight 0: only the backbone (and the region head) learn, from region classification alone; validation
+    reports the head's loss and accuracy instead of GLEE's loss."""
+    config = _config(tmp_path, steps=3, eval_every=3, val_batches=1,
+                     loss={"num_points": 256, "region_class_weight": 1.0, "glee_weight": 0.0})
+    source = ShapeworldSource(task_weights={"detection": 1.0})
+    model = _seeded_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = GleeTrainer(config, source, val_source=ShapeworldSource("val", task_weights={"detection": 1.0}),
+                         model=model).train()
+    after = GleeModel.from_pretrained(result.model_dir).state_dict()
+    changed = {k.split(".")[0] for k, v in after.items() if v.is_floating_point() and not torch.equal(v, before[k])}
+    assert changed == {"backbone"}
+    components = [c for _, c in result.history["components"]]
+    assert all(set(c) == {"region_class", "region_accuracy"} for c in components)
+    assert all(0.0 <= c["region_accuracy"] <= 1.0 for c in components)
+    metrics = result.history["metrics"][-1][1]
+    assert "val_loss" not in metrics and metrics["val_region_class"] > 0 and 0 <= metrics["val_region_accuracy"] <= 1
+    mixed = GleeTrainer(_config(tmp_path / "mixed", loss={"region_class_weight": 1.0, "glee_weight": 0.0}),
+                        ShapeworldSource(task_weights={"referring": 1.0}), model=_seeded_model())
+    with pytest.raises(ValueError, match="trains on detection batches only"):
+        mixed.train()
