@@ -27,7 +27,8 @@ class ModelSection:
 class DataSection:
     """``source``: ``shapeworld`` (fresh synthetic scenes) or ``coco`` (``coco_json`` + ``image_root``).
     ``task_weights``: sampling weights of detection / referring / visual samples (shapeworld).
-    ``val_source_split``: the shapeworld split used for the validation loss."""
+    ``negative_referring``: share of shapeworld referring samples whose expression matches no object of the scene
+    (no target: every query learns to score low), which teaches GLEE to say "no such object"."""
 
     source: str = "shapeworld"
     seed: int = 0
@@ -36,6 +37,7 @@ class DataSection:
     image_root: str | None = None
     val_coco_json: str | None = None
     full_category_prob: float = 0.5
+    negative_referring: float = 0.0
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A :class:`TrainSample` is one image with its prompt and the objects the prompt asks for. Three tasks:
 
 * ``detection`` — ``names`` are K category names; ``labels`` index them.
-* ``referring`` — ``names`` is the one expression; every target has label 0.
+* ``referring`` — ``names`` is the one expression; every target has label 0 (none for a negative expression).
 * ``visual`` — ``names`` is ``["object"]``; ``prompt`` is a box (xyxy) or point (xy) in image pixels on the
   one target.
 
@@ -127,16 +127,20 @@ def visual_sample(rng: np.random.Generator, image: np.ndarray, box: np.ndarray, 
 class ShapeworldSource:
     """Fresh shapeworld scenes, one per index, turned into samples of the weighted tasks.
 
-    Scenes come from ``split`` under ``seed``; index i always gives the same sample.
+    Scenes come from ``split`` under ``seed``; index i always gives the same sample. A ``negative_referring`` share
+    of the referring samples get an expression that matches no object of the scene, and no target.
     """
 
     split: str = "train"
     seed: int = 0
     task_weights: dict[str, float] = field(default_factory=lambda: {"detection": 2.0, "referring": 1.0, "visual": 1.0})
     prompt_types: tuple[str, ...] = PROMPT_TYPES
+    negative_referring: float = 0.0
 
     def __post_init__(self) -> None:
         self._tasks, self._p = _normalise_weights(self.task_weights)
+        if not 0.0 <= self.negative_referring <= 1.0:
+            raise ValueError(f"negative_referring must be a share in [0, 1], got {self.negative_referring}")
 
     @property
     def category_names(self) -> list[str]:
@@ -145,7 +149,7 @@ class ShapeworldSource:
         return list(CATEGORY_NAMES)
 
     def sample(self, index: int) -> TrainSample:
-        from train.data.shapeworld import generate_scene, referring_expressions, scene_seed
+        from train.data.shapeworld import generate_scene, negative_expressions, referring_expressions, scene_seed
 
         scene_id = scene_seed(self.split, index, self.seed)
         scene = generate_scene(scene_id, split=self.split)
@@ -153,6 +157,12 @@ class ShapeworldSource:
         boxes = np.stack([o.box for o in scene.objects]).astype(np.float32)
         masks = np.stack([o.mask for o in scene.objects])
         task = self._tasks[rng.choice(len(self._tasks), p=self._p)]
+        if task == "referring" and self.negative_referring and rng.random() < self.negative_referring:
+            negatives = negative_expressions(scene, rng, count=1)
+            if negatives:
+                return TrainSample(image=scene.image, task="referring", names=[Expression(negatives[0].text).normalized],
+                                   labels=np.zeros(0, dtype=np.int64), boxes=np.zeros((0, 4), dtype=np.float32),
+                                   masks=np.zeros((0, *scene.image.shape[:2]), dtype=bool))
         if task == "referring":
             expressions = referring_expressions(scene, rng)
             if expressions:

@@ -404,8 +404,8 @@ def sources_from_config(config: TrainConfig) -> tuple[SampleSource, SampleSource
 
     data = config.data
     if data.source == "shapeworld":
-        return (ShapeworldSource("train", data.seed, dict(data.task_weights)),
-                ShapeworldSource("val", data.seed, dict(data.task_weights)))
+        return (ShapeworldSource("train", data.seed, dict(data.task_weights), negative_referring=data.negative_referring),
+                ShapeworldSource("val", data.seed, dict(data.task_weights), negative_referring=data.negative_referring))
     if data.source == "coco":
         from train.data.readers import read_coco
 

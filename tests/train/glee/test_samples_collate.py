@@ -93,6 +93,30 @@ def test_shapeworld_source_is_deterministic_and_mixes_tasks():
         ShapeworldSource(task_weights={"segmentation": 1.0})
 
 
+def test_shapeworld_negative_referring_samples_match_nothing():
+    """A share of referring samples get an expression the scene's objects do not match, and no target; the
+    positives and the other tasks are the samples that the same index gives without negatives."""
+    from train.data.shapeworld import evaluate, generate_scene, negative_expressions, scene_seed
+
+    plain = ShapeworldSource(task_weights={"referring": 1.0})
+    mixed = ShapeworldSource(task_weights={"referring": 1.0}, negative_referring=0.5)
+    samples = [mixed.sample(i) for i in range(40)]
+    negative = [i for i, s in enumerate(samples) if len(s.labels) == 0]
+    assert 10 <= len(negative) <= 30
+    for i in negative:
+        sample = samples[i]
+        assert sample.task == "referring" and sample.boxes.shape == (0, 4)
+        assert sample.masks.shape == (0, *sample.image.shape[:2])
+        scene = generate_scene(scene_seed("train", i, 0), split="train")
+        texts = {n.text.lower(): n for n in negative_expressions(scene, np.random.default_rng(0), count=100_000)}  # all
+        assert sample.names[0] in texts
+        found = evaluate(texts[sample.names[0]].form, scene)
+        assert found.matches == () and found.borderline == ()  # no match, not even borderline
+    assert all(len(plain.sample(i).labels) == 1 for i in range(10))
+    with pytest.raises(ValueError, match="negative_referring must be a share in"):
+        ShapeworldSource(negative_referring=1.5)
+
+
 def test_coco_source_reads_and_flips(tmp_path):
     image = np.zeros((20, 30, 3), np.uint8)
     Image.fromarray(image).save(tmp_path / "1.png")

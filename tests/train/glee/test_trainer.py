@@ -186,3 +186,32 @@ def test_backbone_pretraining_with_glee_weight_zero(tmp_path):
                         ShapeworldSource(task_weights={"referring": 1.0}), model=_seeded_model())
     with pytest.raises(ValueError, match="trains on detection batches only"):
         mixed.train()
+
+
+def test_negative_referring_samples_train_every_query_down(tmp_path):
+    """A referring batch holding negatives (no target) gives a finite loss whose gradient lowers the negatives'
+    referring logits; data.negative_referring reaches the shapeworld sources."""
+    config = _config(tmp_path, data={"task_weights": {"referring": 1.0}, "negative_referring": 1.0})
+    from train.glee.trainer import sources_from_config
+
+    source, val_source = sources_from_config(config)
+    assert source.negative_referring == val_source.negative_referring == 1.0
+    trainer = GleeTrainer(config, source, model=_seeded_model())
+    samples = StepSamples(source, 2)[0]
+    assert all(len(s.labels) == 0 for s in samples)
+    batches = trainer._batches(samples, np.random.default_rng(0))
+    model = trainer.unwrapped
+
+    def mean_logit() -> float:
+        with torch.no_grad():
+            out = model(batches[0].images, **batches[0].model_kwargs())
+        return float(out.pred_logits.mean())
+
+    before = mean_logit()
+    for _ in range(3):
+        losses = trainer.batch_losses(batches, torch.Generator().manual_seed(0))
+        assert torch.isfinite(losses["loss"]) and float(losses["loss"].detach()) > 0
+        trainer.optimizer.zero_grad()
+        losses["loss"].backward()
+        trainer.optimizer.step()
+    assert mean_logit() < before - 0.1

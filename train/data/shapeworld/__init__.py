@@ -8,6 +8,7 @@ from train.data.shapeworld.referring import (
     attribute_phrase,
     evaluate,
     matches,
+    negative_expressions,
     referring_expressions,
 )
 from train.data.shapeworld.scene import (
@@ -53,6 +54,7 @@ __all__ = [
     "generate_video",
     "generate_videos",
     "matches",
+    "negative_expressions",
     "reasoning_queries",
     "referring_expressions",
     "scene_seed",
