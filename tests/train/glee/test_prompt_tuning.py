@@ -80,10 +80,10 @@ def tuned(tmp_path_factory) -> Tuned:
 
 def test_a_never_seen_name_is_learnt_from_a_few_images(tuned):
     before, after = tuned.ap50
-    # measured (nano stage 5): box AP50 of "blicket" on the 100 held-out scenes 0.287 before, 0.394 after 48 steps
-    # of 2 images (32 tuning images); after 150 steps of 4 on 50 images: 0.453. Fewer tuning images or held-out
-    # scenes are too noisy to show it (16 images, 24 steps: 0.267; 40 held-out scenes: 0.311 -> 0.26-0.28).
-    assert after >= 0.32 and after >= before + 0.07, (before, after)
+    # measured (nano stage 7): box AP50 of "blicket" on the 100 held-out scenes 0.152 before, 0.659 after 48 steps
+    # of 2 images (32 tuning images); after 150 steps of 4 on 50 images: 0.706 (stage 5: 0.287 -> 0.394 / 0.453).
+    # Fewer held-out scenes are too noisy to measure it (stage 5 on 40 scenes: 0.311 -> 0.26-0.28).
+    assert after >= 0.55 and after >= before + 0.35, (before, after)
     assert len(tuned.history) == 48 and all(step == i + 1 for i, (step, _) in enumerate(tuned.history))
     loss_before, loss_after = tuned.loss  # the loss on the tuning images, same batches, before vs after
     assert loss_after < 0.95 * loss_before, tuned.loss
