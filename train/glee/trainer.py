@@ -409,6 +409,8 @@ def sources_from_config(config: TrainConfig) -> tuple[SampleSource, SampleSource
     if data.source == "coco":
         from train.data.readers import read_coco
 
+        if data.negative_referring:
+            raise ValueError("data.negative_referring makes shapeworld referring samples; a coco source has none")
         if not data.coco_json or not data.image_root:
             raise ValueError("data.source coco needs data.coco_json and data.image_root")
         train = CocoSource(read_coco(data.coco_json, data.image_root), seed=data.seed)

@@ -196,6 +196,9 @@ def test_negative_referring_samples_train_every_query_down(tmp_path):
 
     source, val_source = sources_from_config(config)
     assert source.negative_referring == val_source.negative_referring == 1.0
+    coco = _config(tmp_path, data={"source": "coco", "coco_json": "a.json", "image_root": ".", "negative_referring": 0.5})
+    with pytest.raises(ValueError, match="negative_referring makes shapeworld referring samples"):
+        sources_from_config(coco)
     trainer = GleeTrainer(config, source, model=_seeded_model())
     samples = StepSamples(source, 2)[0]
     assert all(len(s.labels) == 0 for s in samples)
