@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -23,15 +22,11 @@ from glee_core import processing
 from glee_core.mask_ops import box_iou
 from glee_core.modeling.glee import GleeModel
 from train.data.shapeworld.scene import SHAPES, generate_scenes
+from train.glee.matcher import Target
+from train.glee.region_loss import mask_pooled, region_weights
 
 MIN_PIXELS = 30
 TRAIN_SHARE = 0.6
-
-
-def pooled(feature_map: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
-    """[C, h, w] features mean-pooled over a bool [H, W] mask (its coverage of each cell as the weight) -> [C]."""
-    weights = F.adaptive_avg_pool2d(torch.from_numpy(mask).float()[None, None], feature_map.shape[-2:])[0, 0]
-    return (feature_map * weights).sum((-1, -2)) / weights.sum().clamp_min(1e-6)
 
 
 @torch.no_grad()
@@ -47,24 +42,28 @@ def collect(model: GleeModel, num_scenes: int, seed: int) -> tuple[dict[str, lis
         cx, cy, w, h = out.pred_boxes[0].unbind(-1)
         boxes = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
                              (cy + h / 2) * height], -1).numpy()
+        found = []  # (object, its best query) for objects a query covers at box IoU >= 0.5
         for obj in scene.objects:
-            if obj.area < MIN_PIXELS:
-                continue
             ious = box_iou(obj.box[None], boxes)[0]
-            query = int(ious.argmax())
-            if ious[query] < 0.5:
-                continue
-            mask = np.zeros((height, width), dtype=bool)
-            mask[:obj.mask.shape[0], :obj.mask.shape[1]] = obj.mask
-            row = {level: pooled(record[f"backbone.{level}"][0], mask) for level in model.backbone.out_features}
-            row["mask features"] = pooled(out.mask_features[0], mask)
-            row["query"] = out.query_embeds[0, query]
-            row["class logits"] = out.pred_logits[0, query]
-            for name, value in row.items():
-                features.setdefault(name, []).append(value.float())
-            shapes.append(obj.shape)
-            colours.append(obj.color)
-            scenes.append(index)
+            if obj.area >= MIN_PIXELS and ious.max() >= 0.5:
+                found.append((obj, int(ious.argmax())))
+        if not found:
+            continue
+        masks = torch.zeros(len(found), height, width, dtype=torch.bool)
+        for i, (obj, _) in enumerate(found):
+            masks[i, :obj.mask.shape[0], :obj.mask.shape[1]] = torch.from_numpy(obj.mask)
+        target = Target(torch.zeros(len(found), dtype=torch.long), torch.zeros(len(found), 4), masks)
+        maps = {level: record[f"backbone.{level}"][0] for level in model.backbone.out_features}
+        maps["mask features"] = out.mask_features[0]
+        rows = {name: mask_pooled(fmap, region_weights(target, tuple(fmap.shape[-2:]))) for name, fmap in maps.items()}
+        queries = [query for _, query in found]
+        rows["query"] = out.query_embeds[0, queries]
+        rows["class logits"] = out.pred_logits[0, queries]
+        for name, values in rows.items():
+            features.setdefault(name, []).extend(values.float())
+        shapes.extend(obj.shape for obj, _ in found)
+        colours.extend(obj.color for obj, _ in found)
+        scenes.extend([index] * len(found))
     return features, shapes, colours, scenes
 
 

@@ -47,6 +47,13 @@ def region_weights(target: Target, size: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(regions, size)[:, 0]
 
 
+def mask_pooled(feature_map: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[C, h, w] features averaged over n regions given by pooling weights [n, h, w] (:func:`region_weights`)
+    -> [n, C]."""
+    weights = weights.to(feature_map.dtype)
+    return torch.einsum("chw,nhw->nc", feature_map, weights) / weights.sum((1, 2))[:, None].clamp_min(1e-6)
+
+
 class RegionClassifier(nn.Module):
     """Linear classifier of objects from their mask-pooled backbone features.
 
@@ -71,8 +78,7 @@ class RegionClassifier(nn.Module):
             levels = []
             for level in self.levels:
                 fmap = features[level][i]
-                weights = region_weights(target, tuple(fmap.shape[-2:])).to(fmap.dtype)
-                levels.append(torch.einsum("chw,nhw->nc", fmap, weights) / weights.sum((1, 2))[:, None].clamp_min(1e-6))
+                levels.append(mask_pooled(fmap, region_weights(target, tuple(fmap.shape[-2:]))))
             rows.append(torch.cat(levels, dim=1))
         return torch.cat(rows)
 
