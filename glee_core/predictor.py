@@ -317,9 +317,12 @@ class GleePredictor:
                       candidates: int | None = None) -> list[Detections]:
         """``candidates``: (query, class) pairs kept per image when more than the official ``test_topk``. An image
         given several times (the same array object, as several expressions on one image) runs the backbone once."""
-        distinct: dict[int, int] = {}
-        index = [distinct.setdefault(id(array), len(distinct)) for array in arrays]
-        batch = processing.preprocess(list({id(a): a for a in arrays}.values()), self.spec, device=self.model.device)
+        distinct: dict[int, np.ndarray] = {}  # id -> array, in first-appearance order
+        for array in arrays:
+            distinct.setdefault(id(array), array)
+        position = {key: i for i, key in enumerate(distinct)}
+        index = [position[id(array)] for array in arrays]
+        batch = processing.preprocess(list(distinct.values()), self.spec, device=self.model.device)
         features = None
         if len(distinct) < len(arrays):
             rows = torch.tensor(index, device=batch.tensor.device)

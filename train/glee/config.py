@@ -60,13 +60,16 @@ class LossSection:
     ``region_class_weight``: weight of the auxiliary region classification loss on backbone features
     (train/glee/region_loss.py; not in the official recipe, 0 = off); ``glee_weight``: weight of GLEE's own losses
     (1; 0 with a region weight trains the backbone alone on region classification, a pretraining stage that
-    skips the rest of the model)."""
+    skips the rest of the model); ``region_colour_weight``: weight of the region head's mean-colour regression
+    (0 = off); ``region_per_level``: one region head per backbone level instead of one over all levels."""
 
     weights: LossWeights = field(default_factory=LossWeights)
     num_points: int = 1024
     denoising: bool = True
     region_class_weight: float = 0.0
     glee_weight: float = 1.0
+    region_colour_weight: float = 0.0
+    region_per_level: bool = False
 
 
 @dataclass

@@ -23,6 +23,7 @@ went from 0.40 to 0.57; the shape-only labels made the deep levels colour-blind 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -54,52 +55,95 @@ def mask_pooled(feature_map: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return torch.einsum("chw,nhw->nc", feature_map, weights) / weights.sum((1, 2))[:, None].clamp_min(1e-6)
 
 
+class RegionOutput(NamedTuple):
+    """What :class:`RegionClassifier` predicts for the N objects of a batch, from G heads (one over all levels
+    concatenated, or one per level).
+
+    ``logits`` [G, N, K] over the source's names; ``labels`` [N] their indices; ``colours`` [G, N, 3] the predicted
+    mean colours and ``colour_targets`` [N, 3] the objects' mean colours in the normalised input image (both None
+    without the colour target).
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    colours: torch.Tensor | None = None
+    colour_targets: torch.Tensor | None = None
+
+    def losses(self) -> dict[str, torch.Tensor]:
+        """{"region_class": cross-entropy averaged over the heads, "region_accuracy": share of objects whose summed
+        logits pick the right name (detached; nan when N = 0), "region_colour": mean squared colour error averaged
+        over the heads (with the colour target)}. Empty batches give losses of 0 that keep a graph."""
+        zero = self.logits.sum() * 0.0
+        if self.labels.numel() == 0:
+            out = {"region_class": zero, "region_accuracy": torch.tensor(float("nan"))}
+        else:
+            out = {"region_class": torch.stack([F.cross_entropy(head, self.labels) for head in self.logits]).mean(),
+                   "region_accuracy": (self.logits.sum(0).argmax(-1) == self.labels).float().mean().detach()}
+        if self.colours is not None:
+            out["region_colour"] = zero if self.labels.numel() == 0 else \
+                (self.colours - self.colour_targets[None]).pow(2).mean()
+        return out
+
+
 class RegionClassifier(nn.Module):
-    """Linear classifier of objects from their mask-pooled backbone features.
+    """Linear heads that name objects (and, optionally, tell their mean colour) from mask-pooled backbone features.
 
     Args:
         channels: backbone level name -> channels (the levels pooled, in this order).
         names: the category names of the data source; a batch's labels are mapped to them by name.
+        per_level: one head per level, each trained on its own, instead of one head over all levels concatenated;
+            a concatenated head can be satisfied by one level, per-level heads make every level carry the target.
+        colour: also regress each object's mean colour (its mask-pooled pixels of the normalised input image), so
+            the levels keep colour while they learn names.
     """
 
-    def __init__(self, channels: Mapping[str, int], names: Sequence[str]):
+    def __init__(self, channels: Mapping[str, int], names: Sequence[str], per_level: bool = False,
+                 colour: bool = False):
         super().__init__()
         if not names:
             raise ValueError("the region classification loss needs the data source's category names")
         self.levels = list(channels)
         self.names = list(names)
+        self.colour = colour
         self._index = {name: i for i, name in enumerate(self.names)}
-        self.head = nn.Linear(sum(channels.values()), len(self.names))
+        self.groups = [[level] for level in self.levels] if per_level else [self.levels]
+        outputs = len(self.names) + (3 if colour else 0)
+        self.heads = nn.ModuleList(nn.Linear(sum(channels[level] for level in group), outputs)
+                                   for group in self.groups)
 
-    def pooled(self, features: Mapping[str, torch.Tensor], targets: Sequence[Target]) -> torch.Tensor:
-        """[N, sum(channels)] features of the N objects of ``targets`` (image after image)."""
-        rows = []
-        for i, target in enumerate(targets):
-            levels = []
-            for level in self.levels:
-                fmap = features[level][i]
-                levels.append(mask_pooled(fmap, region_weights(target, tuple(fmap.shape[-2:]))))
-            rows.append(torch.cat(levels, dim=1))
-        return torch.cat(rows)
+    def pooled(self, features: Mapping[str, torch.Tensor], targets: Sequence[Target]) -> dict[str, torch.Tensor]:
+        """Level -> [N, channels] features of the N objects of ``targets`` (image after image)."""
+        out = {}
+        for level in self.levels:
+            out[level] = torch.cat([mask_pooled(features[level][i], region_weights(t, tuple(features[level].shape[-2:])))
+                                    for i, t in enumerate(targets)])
+        return out
 
-    def forward(self, features: Mapping[str, torch.Tensor], targets: Sequence[Target],
-                batch_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [N, len(names)] and class indices [N] of the N objects of a detection batch whose labels index
-        ``batch_names``."""
+    def forward(self, features: Mapping[str, torch.Tensor], targets: Sequence[Target], batch_names: Sequence[str],
+                images: torch.Tensor | None = None) -> RegionOutput:
+        """Predictions for the N objects of a detection batch whose labels index ``batch_names``; ``images``
+        [B, 3, H, W] (the normalised, padded inputs) are needed for the colour target."""
         try:
             to_global = torch.tensor([self._index[name] for name in batch_names], dtype=torch.long)
         except KeyError as error:
             raise ValueError(f"the batch prompts {error.args[0]!r}, which is not one of the data source's category "
                              f"names {self.names}") from None
-        labels = torch.cat([to_global[t.labels.cpu()] for t in targets]).to(self.head.weight.device)
-        if labels.numel() == 0:
-            return self.head.weight.new_zeros(0, len(self.names)) + self.head.weight.sum() * 0.0, labels
-        return self.head(self.pooled(features, targets).to(self.head.weight.dtype)), labels
+        if self.colour and images is None:
+            raise ValueError("the colour target needs the batch images")
+        device = self.heads[0].weight.device
+        labels = torch.cat([to_global[t.labels.cpu()] for t in targets]).to(device)
+        pooled = self.pooled(features, targets)
+        outputs = torch.stack([head(torch.cat([pooled[level] for level in group], 1).to(head.weight.dtype))
+                               for head, group in zip(self.heads, self.groups)])
+        k = len(self.names)
+        if not self.colour:
+            return RegionOutput(outputs, labels)
+        return RegionOutput(outputs[..., :k], labels, outputs[..., k:], self._mean_colours(features, targets, images))
 
-
-def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy of logits [N, K] against class indices [N] (0, with a graph, when N = 0) and the share of
-    the N objects classified right (detached; nan when N = 0)."""
-    if labels.numel() == 0:
-        return logits.sum() * 0.0, torch.tensor(float("nan"))
-    return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean().detach()
+    def _mean_colours(self, features: Mapping[str, torch.Tensor], targets: Sequence[Target],
+                      images: torch.Tensor) -> torch.Tensor:
+        """[N, 3] mean normalised pixel of each object, pooled on the grid of the finest level."""
+        size = max((tuple(features[level].shape[-2:]) for level in self.levels), key=lambda hw: hw[0] * hw[1])
+        small = F.adaptive_avg_pool2d(images.float(), size)
+        return torch.cat([mask_pooled(small[i], region_weights(t, size)) for i, t in enumerate(targets)]
+                         ).to(self.heads[0].weight.dtype)

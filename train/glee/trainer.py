@@ -30,7 +30,7 @@ from train.glee.collate import GleeBatch, collate
 from train.glee.config import TrainConfig
 from train.glee.criterion import SetCriterion
 from train.glee.matcher import HungarianMatcher
-from train.glee.region_loss import RegionClassifier, loss_and_accuracy
+from train.glee.region_loss import RegionClassifier
 from train.glee.samples import TrainSample, shuffle_categories
 
 Callback = Callable[[GleeModel, int], dict[str, float]]
@@ -186,20 +186,25 @@ class GleeTrainer:
         return self.accelerator.unwrap_model(self.model)
 
     def _region_classifier(self, model: GleeModel, source: SampleSource) -> RegionClassifier | None:
-        """The auxiliary head of ``loss.region_class_weight`` (None when the weight is 0)."""
-        weight, glee_weight = self.config.loss.region_class_weight, self.config.loss.glee_weight
-        if weight < 0 or not math.isfinite(weight):
-            raise ValueError(f"loss.region_class_weight must be >= 0, got {weight}")
-        if glee_weight < 0 or not math.isfinite(glee_weight) or glee_weight == weight == 0:
-            raise ValueError(f"loss.glee_weight must be >= 0, and > 0 unless loss.region_class_weight is, got "
-                             f"{glee_weight} and {weight}: nothing would be trained")
-        if weight == 0:
+        """The auxiliary head of ``loss.region_class_weight`` / ``loss.region_colour_weight`` (None when both are
+        0)."""
+        loss = self.config.loss
+        for key in ("region_class_weight", "region_colour_weight"):
+            if getattr(loss, key) < 0 or not math.isfinite(getattr(loss, key)):
+                raise ValueError(f"loss.{key} must be >= 0, got {getattr(loss, key)}")
+        region = loss.region_class_weight + loss.region_colour_weight
+        if loss.glee_weight < 0 or not math.isfinite(loss.glee_weight) or loss.glee_weight == region == 0:
+            raise ValueError(f"loss.glee_weight must be >= 0, and > 0 unless a region weight is, got "
+                             f"{loss.glee_weight} and {region}: nothing would be trained")
+        if region == 0:
             return None
         names = getattr(source, "category_names", None)
         if not names:
-            raise ValueError("loss.region_class_weight needs a data source with category names (shapeworld or coco)")
+            raise ValueError("the region losses (loss.region_class_weight, loss.region_colour_weight) need a data "
+                             "source with category names (shapeworld or coco)")
         backbone = model.backbone
-        return RegionClassifier({level: backbone.out_channels[level] for level in backbone.out_features}, names)
+        return RegionClassifier({level: backbone.out_channels[level] for level in backbone.out_features}, names,
+                                per_level=loss.region_per_level, colour=loss.region_colour_weight > 0)
 
     def _sample_stream(self, first: int, last: int) -> Iterator[list[TrainSample]]:
         """This process's samples of steps ``first .. last - 1``, made by ``config.num_workers`` background
@@ -236,8 +241,8 @@ class GleeTrainer:
 
     def batch_losses(self, batches: list[GleeBatch], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Weighted sum over the task groups of one step: {"loss": total, "glee_loss": the same without auxiliary
-        terms (detached; comparable across recipes), "<task>": that group's loss, "region_class" and
-        "region_accuracy": the auxiliary loss and its share of objects classified right, when on}. With
+        terms (detached; comparable across recipes), "<task>": that group's loss, and when on the region terms of
+        :meth:`RegionOutput.losses` ("region_class", "region_accuracy", "region_colour")}. With
         ``loss.glee_weight`` 0 only the backbone runs (region classification of the detection batches)."""
         weights = self.config.loss
         batches = [b for b in batches if weights.glee_weight > 0 or b.task == "detection"]
@@ -260,10 +265,11 @@ class GleeTrainer:
                 glee_total = glee_total + losses["loss"].detach() * share
                 out[batch.task] = out.get(batch.task, 0) + losses["loss"].detach()
             if region:
-                region_loss, out["region_accuracy"] = loss_and_accuracy(
-                    *self.region_classifier(features, batch.targets, batch.names))
-                loss = loss + weights.region_class_weight * region_loss
-                out["region_class"] = region_loss.detach()
+                terms = self.region_classifier(features, batch.targets, batch.names, images=batch.images).losses()
+                loss = loss + weights.region_class_weight * terms["region_class"]
+                if "region_colour" in terms:
+                    loss = loss + weights.region_colour_weight * terms["region_colour"]
+                out.update({key: value.detach() for key, value in terms.items()})
             total = loss * share if total is None else total + loss * share
         if total is None:
             raise ValueError("loss.glee_weight 0 trains on detection batches only, and this step has none: set "
@@ -324,8 +330,9 @@ class GleeTrainer:
             if self.config.loss.glee_weight > 0:
                 metrics["val_loss"] = float(np.mean([v["glee_loss"] for v in values]))
             if self.region_classifier is not None:
-                for key in ("region_class", "region_accuracy"):
-                    metrics[f"val_{key}"] = float(np.nanmean([v.get(key, np.nan) for v in values]))
+                for key in ("region_class", "region_accuracy", "region_colour"):
+                    if any(key in v for v in values):
+                        metrics[f"val_{key}"] = float(np.nanmean([v.get(key, np.nan) for v in values]))
         for callback in self.callbacks:
             metrics.update(callback(self.unwrapped, self.step))
         self.model.train()

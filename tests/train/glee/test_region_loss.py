@@ -1,11 +1,12 @@
-"""The auxiliary region classification loss: pooling weights, label mapping and that it can learn."""
+"""The auxiliary region losses: pooling weights, label mapping, per-level heads, the colour target, learning."""
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from train.glee.matcher import Target
-from train.glee.region_loss import RegionClassifier, loss_and_accuracy, region_weights
+from train.glee.region_loss import RegionClassifier, RegionOutput, region_weights
 
 
 def _target(labels, boxes, masks=None) -> Target:
@@ -31,7 +32,8 @@ def test_pooled_features_are_the_mask_means_per_level():
     masks = torch.zeros(1, 4, 4, dtype=torch.bool)
     masks[0, :2, :2] = True
     pooled = classifier.pooled({"a": fmap_a, "b": fmap_b}, [_target([1], [[0.25, 0.25, 0.5, 0.5]], masks)])
-    torch.testing.assert_close(pooled, torch.tensor([[2.5, 18.5, 5.0]]))
+    torch.testing.assert_close(pooled["a"], torch.tensor([[2.5, 18.5]]))
+    torch.testing.assert_close(pooled["b"], torch.tensor([[5.0]]))
 
 
 def test_labels_are_mapped_by_name_and_the_head_learns():
@@ -48,13 +50,15 @@ def test_labels_are_mapped_by_name_and_the_head_learns():
     optimizer = torch.optim.Adam(classifier.parameters(), lr=0.1)
     first = None
     for _ in range(60):
-        loss, accuracy = loss_and_accuracy(*classifier(features, targets, batch_names))
+        terms = classifier(features, targets, batch_names).losses()
+        loss, accuracy = terms["region_class"], terms["region_accuracy"]
         first = float(loss.detach()) if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.05 * first and float(accuracy) == 1.0
-    logits = classifier.head(classifier.pooled(features, targets))
+    assert float(loss.detach()) < 0.05 * first and float(accuracy) == 1.0
+    assert set(terms) == {"region_class", "region_accuracy"}
+    logits = classifier.heads[0](classifier.pooled(features, targets)["f"])
     assert logits.argmax(1).tolist() == [0, 1, 2]  # circle, square, star: the source's indices
 
 
@@ -62,18 +66,49 @@ def test_empty_batches_and_unknown_names():
     classifier = RegionClassifier({"f": 2}, ["a"])
     features = {"f": torch.zeros(1, 2, 4, 4)}
     empty = _target([], [], torch.zeros(0, 8, 8, dtype=torch.bool))
-    logits, labels = classifier(features, [empty], ["a"])
-    assert logits.shape == (0, 1) and labels.shape == (0,)
-    loss, accuracy = loss_and_accuracy(logits, labels)
-    assert float(loss) == 0.0 and loss.requires_grad and torch.isnan(accuracy)
+    output = classifier(features, [empty], ["a"])
+    assert output.logits.shape == (1, 0, 1) and output.labels.shape == (0,)
+    terms = output.losses()
+    assert float(terms["region_class"]) == 0.0 and terms["region_class"].requires_grad
+    assert torch.isnan(terms["region_accuracy"])
+    coloured = RegionClassifier({"f": 2}, ["a"], colour=True)
+    terms = coloured(features, [empty], ["a"], images=torch.zeros(1, 3, 8, 8)).losses()
+    assert float(terms["region_colour"]) == 0.0 and terms["region_colour"].requires_grad
+    with pytest.raises(ValueError, match="colour target needs the batch images"):
+        coloured(features, [empty], ["a"])
     with pytest.raises(ValueError, match="'b', which is not one of the data source's category names"):
         classifier(features, [empty], ["b"])
     with pytest.raises(ValueError, match="category names"):
         RegionClassifier({"f": 2}, [])
 
 
-def test_accuracy_counts_argmax_hits():
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
-    loss, accuracy = loss_and_accuracy(logits, torch.tensor([0, 1, 1]))
-    assert float(accuracy) == pytest.approx(2 / 3)
-    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])))
+def test_losses_average_the_heads_and_accuracy_sums_their_logits():
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]],
+                           [[0.0, 1.0], [0.0, 1.0], [0.0, 3.0]]])  # two heads; summed argmax: 0, 1, 1
+    labels = torch.tensor([0, 1, 1])
+    colours, targets = torch.zeros(2, 3, 3), torch.ones(3, 3)
+    colours[1] = 1.0  # head 1 exact, head 0 off by 1 everywhere
+    terms = RegionOutput(logits, labels, colours, targets).losses()
+    assert float(terms["region_accuracy"]) == pytest.approx(1.0)
+    expected = (F.cross_entropy(logits[0], labels) + F.cross_entropy(logits[1], labels)) / 2
+    torch.testing.assert_close(terms["region_class"], expected)
+    torch.testing.assert_close(terms["region_colour"], torch.tensor(0.5))
+
+
+def test_per_level_heads_and_colour_targets_are_the_mask_mean_pixels():
+    classifier = RegionClassifier({"fine": 2, "coarse": 3}, ["a", "b"], per_level=True, colour=True)
+    assert [h.in_features for h in classifier.heads] == [2, 3] and classifier.heads[0].out_features == 2 + 3
+    features = {"fine": torch.randn(1, 2, 4, 4), "coarse": torch.randn(1, 3, 2, 2)}
+    images = torch.zeros(1, 3, 16, 16)
+    images[0, :, :8, :8] = torch.tensor([1.0, -1.0, 0.5])[:, None, None]  # the object's quadrant
+    images[0, :, 8:, 8:] = 7.0  # elsewhere: must not leak into the object's colour
+    masks = torch.zeros(1, 16, 16, dtype=torch.bool)
+    masks[0, :8, :8] = True
+    output = classifier(features, [_target([1], [[0.25, 0.25, 0.5, 0.5]], masks)], ["a", "b"], images=images)
+    assert output.logits.shape == (2, 1, 2) and output.colours.shape == (2, 1, 3)
+    torch.testing.assert_close(output.colour_targets, torch.tensor([[1.0, -1.0, 0.5]]))
+    # each head sees its own level only: the coarse head's output does not move when the fine level changes
+    moved = classifier({"fine": features["fine"] + 1, "coarse": features["coarse"]},
+                       [_target([1], [[0.25, 0.25, 0.5, 0.5]], masks)], ["a", "b"], images=images)
+    torch.testing.assert_close(moved.logits[1], output.logits[1])
+    assert not torch.allclose(moved.logits[0], output.logits[0])

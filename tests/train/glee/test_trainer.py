@@ -146,22 +146,42 @@ def test_region_classification_loss_trains_its_head_and_resumes(tmp_path, scenes
     torch.testing.assert_close(losses["loss"].detach(), losses["glee_loss"] + losses["region_class"])  # weight 1
     head = trainer.accelerator.unwrap_model(trainer.region_classifier)
     assert head.names == list(ShapeworldSource().category_names)
-    before = head.head.weight.detach().clone()
+    before = head.heads[0].weight.detach().clone()
     result = trainer.train()
-    assert not torch.equal(before, head.head.weight)
+    assert not torch.equal(before, head.heads[0].weight)
     components = [c for _, c in result.history["components"]]
     assert all(np.isfinite(c["region_class"]) and c["region_class"] > 0 for c in components)
     assert not any(k.startswith("region") for k in GleeModel.from_pretrained(result.model_dir).state_dict())
     resumed = GleeTrainer(config, ShapeworldSource(task_weights={"detection": 1.0}), model=_seeded_model(seed=1))
     assert resumed.resume()
-    torch.testing.assert_close(resumed.accelerator.unwrap_model(resumed.region_classifier).head.weight,
-                               head.head.weight)
+    torch.testing.assert_close(resumed.accelerator.unwrap_model(resumed.region_classifier).heads[0].weight,
+                               head.heads[0].weight)
     with pytest.raises(ValueError, match="region_class_weight must be >= 0"):
         GleeTrainer(_config(tmp_path / "x", loss={"region_class_weight": -1.0}), scenes, model=_seeded_model())
     with pytest.raises(ValueError, match="glee_weight must be >= 0, and > 0 unless .* nothing would be trained"):
         GleeTrainer(_config(tmp_path / "z", loss={"glee_weight": 0.0}), scenes, model=_seeded_model())
     with pytest.raises(ValueError, match="category names"):
         GleeTrainer(_config(tmp_path / "y", loss={"region_class_weight": 1.0}), scenes, model=_seeded_model())
+
+
+def test_region_colour_target_and_per_level_heads(tmp_path, scenes):
+    """loss.region_colour_weight adds the head's colour regression to the total; loss.region_per_level gives one
+    head per backbone level; a negative colour weight is refused."""
+    config = _config(tmp_path, loss={"num_points": 256, "region_class_weight": 1.0, "region_colour_weight": 0.5,
+                                     "region_per_level": True})
+    source = ShapeworldSource(task_weights={"detection": 1.0})
+    trainer = GleeTrainer(config, source, model=_seeded_model())
+    head = trainer.accelerator.unwrap_model(trainer.region_classifier)
+    assert len(head.heads) == len(trainer.unwrapped.backbone.out_features) and head.colour
+    batches = trainer._batches(StepSamples(source, 2)[0], np.random.default_rng(0))
+    losses = trainer.batch_losses(batches, torch.Generator().manual_seed(0))
+    assert float(losses["region_colour"]) > 0
+    torch.testing.assert_close(losses["loss"].detach(),
+                               losses["glee_loss"] + losses["region_class"] + 0.5 * losses["region_colour"])
+    with pytest.raises(ValueError, match="region_colour_weight must be >= 0"):
+        GleeTrainer(_config(tmp_path / "x", loss={"region_colour_weight": -1.0}), source, model=_seeded_model())
+    with pytest.raises(ValueError, match="need a data source with category names"):
+        GleeTrainer(_config(tmp_path / "y", loss={"region_colour_weight": 1.0}), scenes, model=_seeded_model())
 
 
 def test_backbone_pretraining_with_glee_weight_zero(tmp_path):
