@@ -69,11 +69,11 @@ def test_empty_batches_and_unknown_names():
     output = classifier(features, [empty], ["a"])
     assert output.logits.shape == (1, 0, 1) and output.labels.shape == (0,)
     terms = output.losses()
-    assert float(terms["region_class"]) == 0.0 and terms["region_class"].requires_grad
+    assert float(terms["region_class"].detach()) == 0.0 and terms["region_class"].requires_grad
     assert torch.isnan(terms["region_accuracy"])
     coloured = RegionClassifier({"f": 2}, ["a"], colour=True)
     terms = coloured(features, [empty], ["a"], images=torch.zeros(1, 3, 8, 8)).losses()
-    assert float(terms["region_colour"]) == 0.0 and terms["region_colour"].requires_grad
+    assert float(terms["region_colour"].detach()) == 0.0 and terms["region_colour"].requires_grad
     with pytest.raises(ValueError, match="colour target needs the batch images"):
         coloured(features, [empty], ["a"])
     with pytest.raises(ValueError, match="'b', which is not one of the data source's category names"):
