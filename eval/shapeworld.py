@@ -7,7 +7,8 @@ Definitions:
 * box / mask AP50 and AP: COCOeval (``iouType`` bbox / segm) of category prompts with every shape name, on
   the predictor's top-k detections without a score threshold.
 * referring: one expression per scene; Acc@0.5 = share whose single best box has IoU >= 0.5 with the
-  referent's box; cIoU / gIoU of its mask (:func:`eval.benchmarks.refer.referring_result`).
+  referent's box; cIoU / gIoU of its mask (:func:`eval.benchmarks.refer.referring_result`); Acc@0.5 also per
+  expression kind (attribute, spatial, ordinal, superlative, between: which reasoning fails).
 * visual-prompt accuracy: the share of prompts whose best mask has IoU >= 0.5 with the prompted object's mask
   (the prompt is the object's box, or one pixel of its mask: its pole of inaccessibility, the pixel farthest
   from the boundary, so the point is unambiguous).
@@ -26,20 +27,23 @@ from eval.runner import Benchmark, EvalResult, run_benchmark
 from glee_core.mask_ops import encode_rles, interior_point, mask_iou
 from glee_core.structures import Categories, VisualPrompt
 from train.data.shapeworld import CATEGORY_NAMES, generate_scene, referring_expressions, scene_seed
+from train.data.shapeworld.referring import KINDS as EXPRESSION_KINDS
 
 VISUAL_KINDS = ("box", "point")
 
 
 @dataclass
 class SceneRecord:
-    """One scene: its COCO image entry, true annotations and predicted results, the referring outcome (None
-    when the scene has no unique expression) and whether each visual prompt hit its object."""
+    """One scene: its COCO image entry, true annotations and predicted results, the referring outcome and the
+    expression's kind (None when the scene has no unique expression) and whether each visual prompt hit its
+    object."""
 
     image: dict
     annotations: list[dict]
     results: list[dict]
     refer: ReferRecord | None
     visual: dict[str, bool]
+    refer_kind: str | None = None
 
 
 class ShapeworldBenchmark(Benchmark):
@@ -70,12 +74,13 @@ class ShapeworldBenchmark(Benchmark):
         predictor = model.predictor
         results = predictor.predict(scene.image, self.categories).to_coco(image_id)
 
-        refer = None
+        refer, refer_kind = None, None
         expressions = referring_expressions(scene, rng)
         if expressions:
             ref = expressions[rng.integers(len(expressions))]
             target = scene.objects[ref.target]
             refer = refer_record(model, scene.image, ref.text, target.box, target.mask, index)
+            refer_kind = ref.kind
 
         target = scene.objects[rng.integers(len(scene.objects))]
         prompts = {"box": VisualPrompt(boxes=target.box[None]),
@@ -84,7 +89,7 @@ class ShapeworldBenchmark(Benchmark):
         for kind, prompt in prompts.items():
             best = predictor.predict(scene.image, prompt, topk=1)
             visual[kind] = len(best) > 0 and float(mask_iou(best.masks[:1], target.mask[None])[0, 0]) >= 0.5
-        return SceneRecord(image, annotations, results, refer, visual)
+        return SceneRecord(image, annotations, results, refer, visual, refer_kind)
 
     def score(self, records: list[SceneRecord]) -> EvalResult:
         gt = {"images": [r.image for r in records], "annotations": [a for r in records for a in r.annotations],
@@ -96,6 +101,10 @@ class ShapeworldBenchmark(Benchmark):
         metrics = {"box AP50": box.stats["AP50"], "box AP": box.stats["AP"], "mask AP50": mask.stats["AP50"],
                    "mask AP": mask.stats["AP"], "referring Acc@0.5": referring["REC Acc@0.5"],
                    "referring cIoU": referring["RES cIoU"], "referring gIoU": referring["RES gIoU"]}
+        for kind in EXPRESSION_KINDS:
+            hits = [r.refer.box_iou >= 0.5 for r in records if r.refer is not None and r.refer_kind == kind]
+            if hits:
+                metrics[f"referring Acc@0.5 ({kind})"] = float(np.mean(hits))
         for kind in VISUAL_KINDS:
             metrics[f"visual prompt ({kind}) acc"] = float(np.mean([r.visual[kind] for r in records]))
         return EvalResult(metrics=metrics, rows=list(metrics.items()),

@@ -8,6 +8,7 @@ from eval.shapeworld import evaluate_shapeworld
 from glee_core.mask_ops import masks_to_boxes
 from glee_core.structures import Categories, Detections, Expression
 from train.data.shapeworld import CATEGORY_NAMES, generate_scene, referring_expressions, scene_seed
+from train.data.shapeworld.referring import KINDS as EXPRESSION_KINDS
 
 NUM_SCENES = 6
 
@@ -15,8 +16,8 @@ NUM_SCENES = 6
 class Oracle:
     """Answers from the ground truth of the scene it is shown (looked up by image bytes)."""
 
-    def __init__(self, wrong: bool = False):
-        self.wrong = wrong
+    def __init__(self, wrong: bool = False, wrong_kinds: frozenset[str] = frozenset()):
+        self.wrong, self.wrong_kinds = wrong, wrong_kinds
         self.scenes = {}
         for i in range(NUM_SCENES):
             scene = generate_scene(scene_seed("test", i), split="test")
@@ -25,19 +26,21 @@ class Oracle:
     def predict(self, image, prompt, topk=None):
         scene = self.scenes[image.tobytes()]
         objects = scene.objects
+        wrong = self.wrong
         if isinstance(prompt, Categories):
             chosen, labels = objects, [prompt.names.index(o.shape) for o in objects]
         elif isinstance(prompt, Expression):
             rng = np.random.default_rng([scene.seed, 7])
-            text = {e.text: e.target for e in referring_expressions(scene, rng)}
-            chosen, labels = [objects[text[prompt.text]]], [0]
+            found = {e.text: e for e in referring_expressions(scene, rng)}[prompt.text]
+            chosen, labels = [objects[found.target]], [0]
+            wrong = wrong or found.kind in self.wrong_kinds
         else:
             point_or_box = prompt.boxes[0] if prompt.boxes is not None else np.r_[prompt.points[0], prompt.points[0]]
             x, y = int(point_or_box[0] + 1), int(point_or_box[1] + 1)
             chosen, labels = [next(o for o in reversed(objects) if o.mask[min(y, 255), min(x, 255)]
                                    or prompt.boxes is not None and np.allclose(o.box, prompt.boxes[0]))], [0]
         masks = np.stack([o.mask for o in chosen])
-        if self.wrong:
+        if wrong:
             masks = np.roll(masks, 128, axis=(1, 2))
         return Detections(boxes=masks_to_boxes(masks), scores=np.ones(len(chosen), np.float32),
                           labels=np.array(labels), label_names=list(getattr(prompt, "names", ["x"])),
@@ -60,6 +63,24 @@ def test_wrong_answers_score_zero():
     metrics = evaluate_shapeworld(Oracle(wrong=True), num_scenes=NUM_SCENES, seed=0, progress=False).metrics
     assert metrics["mask AP50"] < 0.05 and metrics["referring Acc@0.5"] == 0.0
     assert metrics["visual prompt (point) acc"] == 0.0 and metrics["referring gIoU"] < 0.05
+
+
+def test_referring_accuracy_per_expression_kind():
+    """Wrong on every kind but attributes: the attribute row is 1, the others 0, and the overall accuracy is the
+    attribute expressions' share."""
+    result = evaluate_shapeworld(Oracle(wrong_kinds=frozenset(EXPRESSION_KINDS) - {"attribute"}), num_scenes=NUM_SCENES,
+                                 seed=0, progress=False)
+    per_kind = {key[len("referring Acc@0.5 ("):-1]: value for key, value in result.metrics.items()
+                if key.startswith("referring Acc@0.5 (")}
+    assert per_kind and set(per_kind) <= set(EXPRESSION_KINDS) and "attribute" in per_kind and len(per_kind) > 1
+    assert all(value == (1.0 if kind == "attribute" else 0.0) for kind, value in per_kind.items()), per_kind
+    drawn_kinds = []
+    for i in range(NUM_SCENES):
+        scene = generate_scene(scene_seed("test", i, 0), split="test")
+        rng = np.random.default_rng([scene.seed, 7])
+        expressions = referring_expressions(scene, rng)
+        drawn_kinds.append(expressions[rng.integers(len(expressions))].kind)
+    assert result.metrics["referring Acc@0.5"] == pytest.approx(drawn_kinds.count("attribute") / NUM_SCENES)
 
 
 def test_rejects_no_scenes():
