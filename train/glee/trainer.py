@@ -304,7 +304,11 @@ class GleeTrainer:
             if state.get("region_classifier") is None:
                 raise ValueError(f"{directory} was saved without the region classification head that "
                                  "loss.region_class_weight needs; resume with the weight the run started with")
-            self.accelerator.unwrap_model(self.region_classifier).load_state_dict(state["region_classifier"])
+            try:
+                self.accelerator.unwrap_model(self.region_classifier).load_state_dict(state["region_classifier"])
+            except RuntimeError:
+                raise ValueError(f"{directory} was saved with another region head (loss.region_per_level, "
+                                 "loss.region_colour_weight); resume with the settings the run started with") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

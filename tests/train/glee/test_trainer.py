@@ -156,6 +156,10 @@ def test_region_classification_loss_trains_its_head_and_resumes(tmp_path, scenes
     assert resumed.resume()
     torch.testing.assert_close(resumed.accelerator.unwrap_model(resumed.region_classifier).heads[0].weight,
                                head.heads[0].weight)
+    other_head = _config(tmp_path, steps=3, loss={"num_points": 256, "region_class_weight": 1.0,
+                                                  "region_per_level": True})
+    with pytest.raises(ValueError, match="saved with another region head"):
+        GleeTrainer(other_head, ShapeworldSource(task_weights={"detection": 1.0}), model=_seeded_model()).resume()
     with pytest.raises(ValueError, match="region_class_weight must be >= 0"):
         GleeTrainer(_config(tmp_path / "x", loss={"region_class_weight": -1.0}), scenes, model=_seeded_model())
     with pytest.raises(ValueError, match="glee_weight must be >= 0, and > 0 unless .* nothing would be trained"):
