@@ -23,6 +23,9 @@ projectors. transformers skips a module when an entry matches its name as a rege
 ending at a name boundary (``.*glee`` skips ``model.glee.predictor.x``), or as a suffix (``lm_head``).
 Giving any skip list replaces transformers' own default (which keeps ``lm_head``), hence ``lm_head`` here."""
 
+CPU_PACKING_BLOCK_N = 32
+"""Output rows per block of bitsandbytes' packed AVX512-BF16 CPU layout (its ``block_n``)."""
+
 
 def quantization_config(bits: int | None, compute_dtype: torch.dtype = torch.float32, *,
                         skip_modules: Sequence[str] = ()) -> BitsAndBytesConfig | None:
@@ -52,7 +55,25 @@ def load_quantized(model_class: type[PreTrainedModel], path: str | Path, bits: i
     """
     config = quantization_config(bits, compute_dtype, skip_modules=skip_modules)
     kwargs.setdefault("device_map", "auto" if torch.cuda.is_available() else "cpu")
-    return model_class.from_pretrained(path, quantization_config=config, **kwargs)
+    model = model_class.from_pretrained(path, quantization_config=config, **kwargs)
+    return unpack_narrow_4bit_layers(model) if bits == 4 else model
+
+
+def unpack_narrow_4bit_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """Keep bitsandbytes' generic CPU path for 4-bit layers too small for its packed CPU kernel; returns ``model``.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight for its fast kernel at the first
+    inference forward, which fails unless the input width is a multiple of the quantization block (64) and the
+    output width a multiple of 32 ("shape '[32, 0]' is invalid", "N must be divisible by block_n"). Real LLMs
+    have no such layers; tiny test models do. Call after loading a model in 4 bits (gleekit's loaders do).
+    """
+    bnb = import_optional("bitsandbytes", "quant")
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if isinstance(module, bnb.nn.Linear4bit) and state is not None and (
+                module.in_features % state.blocksize or module.out_features % CPU_PACKING_BLOCK_N):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def prepare_for_kbit_lora(model: PreTrainedModel) -> PreTrainedModel:

@@ -99,6 +99,10 @@ def load_gleellm(directory: str | Path, *, vlm: str | Path | None = None, glee: 
     if quantization_config is not None:
         kwargs.update(quantization_config=quantization_config, device_map="auto" if torch.cuda.is_available() else "cpu")
     base, loading = AutoModelForImageTextToText.from_pretrained(source, output_loading_info=True, **kwargs)
+    if getattr(quantization_config, "load_in_4bit", False):
+        from adapters.quantization import unpack_narrow_4bit_layers
+
+        unpack_narrow_4bit_layers(base)
     _check_fingerprint(base, config, source)
     report = LoadReport(missing=[f"vlm.{k}" for k in loading.get("missing_keys", [])],
                         unexpected=[f"vlm.{k}" for k in loading.get("unexpected_keys", [])],

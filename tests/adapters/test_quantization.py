@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from adapters.quantization import DEFAULT_SKIP_MODULES, load_quantized, prepare_for_kbit_lora, quantization_config
+from adapters.quantization import (DEFAULT_SKIP_MODULES, load_quantized, prepare_for_kbit_lora, quantization_config,
+                                   unpack_narrow_4bit_layers)
 from tests.adapters.conftest import llava_batch, tiny_llava
 
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
@@ -92,6 +93,35 @@ def test_load_quantized_llava(saved_llava, bits, kind, min_corr):
         logits = model(**llava_batch()).logits
     assert logits.shape == reference.shape == (2, 25, 64) and torch.isfinite(logits).all()
     assert correlation(logits, reference) > min_corr
+
+
+@needs_bnb
+def test_narrow_4bit_layers_keep_the_generic_cpu_path():
+    """bitsandbytes' AVX512-BF16 CPU repacking fails for layers whose input width is not a multiple of the 64-wide
+    quantization block or whose output width is not a multiple of 32; such layers are switched to the generic
+    path (the fast path is forced on here, as on such CPUs), others are left alone."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    def layer(n_in: int, n_out: int) -> torch.nn.Module:
+        return bnb.nn.Linear4bit(n_in, n_out, compute_dtype=torch.float32, quant_type="nf4").to("cpu").eval()
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16)
+    broken = layer(16, 32)
+    broken.support_avx512bf16_for_cpu = True
+    with pytest.raises(RuntimeError, match="is invalid for input of size"), torch.no_grad():
+        broken(x)
+    narrow_in, narrow_out, wide = layer(16, 32), layer(64, 8), layer(64, 32)
+    model = torch.nn.Sequential(narrow_in, narrow_out, wide)
+    for module in model:
+        module.support_avx512bf16_for_cpu = True
+    assert unpack_narrow_4bit_layers(model) is model
+    assert [module.support_avx512bf16_for_cpu for module in model] == [False, False, True]
+    with torch.no_grad():
+        out = narrow_in(x)
+        reference = x @ dequantize_4bit(narrow_in.weight.data, narrow_in.weight.quant_state).T + narrow_in.bias
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
 @needs_bnb
