@@ -102,9 +102,9 @@ class ShapeworldBenchmark(Benchmark):
                    "mask AP": mask.stats["AP"], "referring Acc@0.5": referring["REC Acc@0.5"],
                    "referring cIoU": referring["RES cIoU"], "referring gIoU": referring["RES gIoU"]}
         for kind in EXPRESSION_KINDS:
-            hits = [r.refer.box_iou >= 0.5 for r in records if r.refer is not None and r.refer_kind == kind]
-            if hits:
-                metrics[f"referring Acc@0.5 ({kind})"] = float(np.mean(hits))
+            of_kind = [r.refer for r in records if r.refer is not None and r.refer_kind == kind]
+            if of_kind:
+                metrics[f"referring Acc@0.5 ({kind})"] = referring_result(of_kind).metrics["REC Acc@0.5"]
         for kind in VISUAL_KINDS:
             metrics[f"visual prompt ({kind}) acc"] = float(np.mean([r.visual[kind] for r in records]))
         return EvalResult(metrics=metrics, rows=list(metrics.items()),
