@@ -30,6 +30,10 @@ class GleeLLMConfig:
         object_categories: the category prompt GLEE proposes objects with.
         silhouette_size: each object token also carries its mask's shape inside its box, sampled on an S x S
             grid (:func:`mllm.objects.mask_silhouettes`); 0 leaves it out.
+        object_class_scores: each object token also carries GLEE's probability for every one of
+            ``object_categories`` (its recognition of the object, as All-Seeing's region tokens carry it), not
+            only the best one: the LLM reads "which shape" from GLEE's classifier instead of learning it anew from
+            the query.
         object_mentions: a ``<objk>`` token in a question or answer also carries object k's content (added to
             its embedding), so "What is <obj3>?" can be answered by reading the mention itself (as region
             tokens do in All-Seeing / GPT4RoI), not only through the object list.
@@ -55,6 +59,7 @@ class GleeLLMConfig:
     num_objects: int = 10
     object_categories: list[str] = field(default_factory=lambda: ["object"])
     silhouette_size: int = 8
+    object_class_scores: bool = False
     object_mentions: bool = True
     objects_after_question: bool = False
     pointer_keys: str = "contents"

@@ -50,15 +50,21 @@ def match_candidates(candidate_masks: torch.Tensor, targets: torch.Tensor) -> to
 POINTER_MIN_IOU = 0.5  # a [SEG] whose target no object token shows this well gets no pointer loss
 
 
-def pointer_loss(logits: torch.Tensor, object_masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """CE of pointer logits [N, K] on the object token whose mask (logits [N, K, h, w]) best overlaps each target
-    [N, h, w]; targets no object shows with IoU >= POINTER_MIN_IOU are skipped (0 when none is left)."""
+def pointer_targets(object_masks: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object token whose mask (logits [N, K, h, w]) best overlaps each target [N, h, w] in [0, 1], as index [N],
+    and whether it does so with IoU >= POINTER_MIN_IOU (bool [N])."""
     with torch.no_grad():
         shown = object_masks > 0
         wanted = (targets >= 0.5)[:, None]
         iou = (shown & wanted).flatten(2).sum(-1) / (shown | wanted).flatten(2).sum(-1).clamp(min=1)
         best_iou, best = iou.max(dim=1)
-        valid = best_iou >= POINTER_MIN_IOU
+    return best, best_iou >= POINTER_MIN_IOU
+
+
+def pointer_loss(logits: torch.Tensor, object_masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CE of pointer logits [N, K] on the object token whose mask (logits [N, K, h, w]) best overlaps each target
+    [N, h, w]; targets no object shows with IoU >= POINTER_MIN_IOU are skipped (0 when none is left)."""
+    best, valid = pointer_targets(object_masks, targets)
     if not bool(valid.any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits[valid].float(), best[valid])

@@ -99,7 +99,8 @@ class GleeLLM(nn.Module):
         self.vlm, self.processor, self.glee, self.config, self.token_ids = vlm, processor, glee, config, token_ids
         hidden = self.llm_hidden_size(vlm)
         self.seg_projector = SegProjector(hidden, glee.config.hidden_dim, config.seg_prompt_tokens)
-        region_dim = glee.pixel_decoder.mask_features.out_channels + 3 + config.silhouette_size ** 2
+        region_dim = (glee.pixel_decoder.mask_features.out_channels + 3 + config.silhouette_size ** 2
+                      + len(config.object_categories) * config.object_class_scores)
         self.object_projector = ObjectProjector(glee.config.hidden_dim, hidden, region_dim) if config.num_objects else None
         self.pointer = PointerHead(hidden) if config.num_objects else None
         policy = GleePolicy(config.glee_policy)
@@ -148,7 +149,7 @@ class GleeLLM(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_glee):
             return propose_objects(self.glee, glee_batch.tensor.to(self.device), glee_batch.image_sizes,
                                    list(self.config.object_categories), self.config.num_objects, features,
-                                   self.config.silhouette_size)
+                                   self.config.silhouette_size, self.config.object_class_scores)
 
     def segment(self, images: torch.Tensor, features: dict[str, torch.Tensor], image_index: torch.Tensor,
                 seg_hidden: torch.Tensor, pointed: torch.Tensor | None = None) -> SegCandidates:

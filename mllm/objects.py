@@ -23,9 +23,10 @@ class ObjectTokens:
         boxes: [B, K, 4] cxcywh in [0, 1] of the image region (padding excluded).
         scores: [B, K] best class probability of each query.
         mask_logits: [B, K, Hp/4, Wp/4] mask logits at stride 4 of the padded GLEE input.
-        regions: [B, K, mask_dim + 3 (+ S²)] what lies under each mask: GLEE's per-pixel mask features and the
-            normalised RGB of the input, averaged with the mask probabilities as weights (region pooling), then,
-            when asked for, the mask's S x S silhouette inside its box.
+        regions: [B, K, mask_dim + 3 (+ S²) (+ N)] what lies under each mask: GLEE's per-pixel mask features and
+            the normalised RGB of the input, averaged with the mask probabilities as weights (region pooling), then,
+            when asked for, the mask's S x S silhouette inside its box and the query's probability for each of the
+            N prompt categories.
     """
 
     queries: torch.Tensor
@@ -107,15 +108,17 @@ def distinct_topk(scores: torch.Tensor, boxes: torch.Tensor, k: int, iou: float 
 
 
 def propose_objects(glee: GleeModel, images: torch.Tensor, image_sizes: list[tuple[int, int]], categories: list[str],
-                    k: int, image_features: dict[str, torch.Tensor] | None = None, silhouette_size: int = 0
-                    ) -> ObjectTokens:
+                    k: int, image_features: dict[str, torch.Tensor] | None = None, silhouette_size: int = 0,
+                    class_scores: bool = False) -> ObjectTokens:
     """GLEE on normalised padded images [B, 3, Hp, Wp] with a category prompt; the top-``k`` distinct queries.
-    Their ``regions`` end with the ``silhouette_size``² mask silhouette when it is > 0."""
+    Their ``regions`` end with the ``silhouette_size``² mask silhouette when it is > 0, then, with
+    ``class_scores``, each query's probability for every category [len(categories)]."""
     num_queries = glee.predictor.num_queries
     if not 0 < k <= num_queries:
         raise ValueError(f"num_objects must be in 1..{num_queries} (GLEE's query count), got {k}")
     out = glee(images, categories=categories, image_features=image_features)
-    scores, index = distinct_topk(out.pred_logits.sigmoid().amax(-1), out.pred_boxes, k)
+    probs = out.pred_logits.sigmoid()  # [B, Q, len(categories)]
+    scores, index = distinct_topk(probs.amax(-1), out.pred_boxes, k)
     gather = lambda t: t.gather(1, index.view(*index.shape, *[1] * (t.dim() - 2)).expand(-1, -1, *t.shape[2:]))
     padded_boxes = gather(out.pred_boxes)
     boxes = to_image_frame(padded_boxes, (images.shape[-2], images.shape[-1]), image_sizes)
@@ -123,4 +126,6 @@ def propose_objects(glee: GleeModel, images: torch.Tensor, image_sizes: list[tup
     regions = region_features(masks, out.mask_features, images)
     if silhouette_size:
         regions = torch.cat([regions, mask_silhouettes(masks, padded_boxes, silhouette_size)], dim=-1)
+    if class_scores:
+        regions = torch.cat([regions, gather(probs).to(regions.dtype)], dim=-1)
     return ObjectTokens(gather(out.query_embeds), boxes.clamp(0, 1), scores, masks, regions)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from mllm.losses import mask_bce, mask_dice, match_candidates, pointer_loss, token_ce
+from mllm.losses import mask_bce, mask_dice, match_candidates, pointer_loss, pointer_targets, token_ce
 
 
 def test_dice_is_lisas_formula():
@@ -48,6 +48,8 @@ def test_pointer_loss_targets_the_best_overlapping_object_and_skips_unshown_targ
     targets = torch.zeros(2, 8, 8)
     targets[0, 5:] = 1  # mostly object 2
     targets[1, 0, 0] = 1  # a speck no object shows
+    best, shown = pointer_targets(objects, targets)
+    assert best[0] == 2 and shown.tolist() == [True, False]
     logits = torch.tensor([[0.0, 0.0, 8.0], [9.0, 0.0, 0.0]])
     loss = pointer_loss(logits, objects, targets)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits[:1], torch.tensor([2])))

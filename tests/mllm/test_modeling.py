@@ -110,6 +110,22 @@ def test_silhouettes_are_the_mask_inside_its_box():
     assert sil[1, :2, 2:].max() < 0.01 and sil[1, 2:, :].min() > 0.99 and sil[1, :2, :2].min() > 0.99
 
 
+def test_object_class_scores_are_glee_probabilities_of_the_chosen_queries(image):
+    model = make_model(object_class_scores=True, silhouette_size=2)
+    batch = _batch(model, image, ["Sure."], [[]])
+    with torch.no_grad():
+        objects = model.propose(batch.glee)
+        out = model.glee(batch.glee.tensor, categories=["circle", "star"])
+    plain_dim = model.glee.pixel_decoder.mask_features.out_channels + 3 + 4
+    assert objects.regions.shape == (1, 4, plain_dim + 2) and model.object_projector.region_dim == plain_dim + 2
+    probs = out.pred_logits.sigmoid()[0]  # [Q, 2]
+    for k in range(4):  # each object's appended scores are the probabilities of the query it came from
+        query = int((probs.amax(-1) - objects.scores[0, k]).abs().argmin())
+        torch.testing.assert_close(objects.regions[0, k, plain_dim:], probs[query])
+    assert torch.allclose(objects.regions[0, :, plain_dim:].amax(-1), objects.scores[0])
+    assert model._object_contents(objects).shape == (1, 4, model.llm_hidden_size(model.vlm))
+
+
 def test_frozen_glee_stays_frozen_and_in_eval_mode(model):
     model.train()
     assert not model.glee.training and not any(p.requires_grad for p in model.glee.parameters())
