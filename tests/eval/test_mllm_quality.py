@@ -1,8 +1,9 @@
 """The bundled shapeworld-tiny GLEE-LLM on 6 held-out scenes: floors from the measured figures.
 
-Measured on these scenes (generated answers): reasoning gIoU 0.326, cIoU 0.452; referring gIoU 0.000;
-two-mask answers with exactly 2 [SEG] 6/6; region captions 0/6 (see the model card). On 40 scenes:
-reasoning gIoU 0.216, cIoU 0.201, referring 0.238 / 0.167, two-mask 0.985, captions 0.000. The floors catch a
+Measured on these scenes (generated answers): 3 of the 12 single-target answers hit their target (IoU 0.99,
+0.99, 0.99; 4 reasoning, 8 referring questions: which kind a scene's draw gives depends on the model's
+proposals), two-mask answers with exactly 2 [SEG] 6/6, region captions 0/6. On 40 scenes (model card):
+reasoning gIoU 0.332, cIoU 0.242, referring 0.292 / 0.190, two-mask 1.000, captions 0.101. The floors catch a
 broken pipeline or a regression of the bundled weights; they are far below issue 8's targets, which this model
 does not reach.
 """
@@ -19,9 +20,10 @@ def scores():
     return evaluate_mllm_shapeworld(load_gleellm("shapeworld-tiny"), num_scenes=6, per_kind=1, progress=False)
 
 
-def test_reasoning_masks_overlap_their_targets(scores):
-    assert len(scores.reasoning) == 6 and len(scores.referring) == 6
-    assert scores.reasoning.giou >= 0.25 and scores.reasoning.ciou >= 0.35
+def test_some_single_target_masks_hit_their_targets(scores):
+    ious = scores.reasoning.ious + scores.referring.ious
+    assert len(ious) == 12 and len(scores.reasoning) >= 2
+    assert sum(iou >= 0.5 for iou in ious) >= 2
 
 
 def test_two_mask_answers_have_two_seg(scores):
@@ -29,4 +31,4 @@ def test_two_mask_answers_have_two_seg(scores):
 
 
 def test_caption_questions_are_asked(scores):
-    assert scores.caption_total == 6  # accuracy is 0 today (model card); the question path must still run
+    assert scores.caption_total == 6  # 0/6 here, 0.04-0.10 on 100-200 questions (model card); the path must run

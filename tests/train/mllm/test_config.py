@@ -52,7 +52,7 @@ def test_proof_recipe_is_the_shipped_models_recipe():
     cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof.yaml")
     assert deepspeed_config(cfg) is None and not cfg.model.lora.enabled
     assert cfg.model.object_categories == list(CATEGORY_NAMES)
-    assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.data.scenes) == (1600, 16, 1000, 800)
+    assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.data.scenes) == (1600, 16, 1000, 3000)
     assert set(cfg.data.kind_rates) == set(cfg.data.kinds) == {"reasoning", "referring", "pair", "caption"}
     import json
 
