@@ -135,7 +135,8 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "object content" else "right")
     for name, content in content_variants(model.pixel_decoder.mask_features.out_channels).items():
         accuracy, per_kind = probe(train, val, content, steps=args.steps)
-        table.add_row(name, f"{accuracy:.3f}", *(f"{per_kind.get(k, float('nan')):.3f}" for k in ("reasoning", "referring")))
+        by_kind = (f"{per_kind.get(k, float('nan')):.3f}" for k in ("reasoning", "referring"))
+        table.add_row(name, f"{accuracy:.3f}", *by_kind)
     Console().print(table)
 
 
