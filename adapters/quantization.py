@@ -49,14 +49,23 @@ def load_quantized(model_class: type[PreTrainedModel], path: str | Path, bits: i
                    skip_modules: Sequence[str] = DEFAULT_SKIP_MODULES, compute_dtype: torch.dtype = torch.float32,
                    **kwargs: Any) -> PreTrainedModel:
     """``model_class.from_pretrained(path)``, its nn.Linear layers but ``skip_modules`` quantized to ``bits`` (4, 8;
-    None: loaded as saved).
-
-    ``device_map`` defaults to ``"auto"`` with CUDA and ``"cpu"`` without; other ``kwargs`` go to from_pretrained.
-    """
+    None: loaded as saved); other ``kwargs`` go to :func:`from_pretrained_quantized`."""
     config = quantization_config(bits, compute_dtype, skip_modules=skip_modules)
-    kwargs.setdefault("device_map", "auto" if torch.cuda.is_available() else "cpu")
-    model = model_class.from_pretrained(path, quantization_config=config, **kwargs)
-    return unpack_narrow_4bit_layers(model) if bits == 4 else model
+    return from_pretrained_quantized(model_class, path, config, **kwargs)
+
+
+def from_pretrained_quantized(model_class: type[PreTrainedModel], path: str | Path,
+                              config: BitsAndBytesConfig | None, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(path, quantization_config=config, **kwargs)``, the one place gleekit loads a
+    quantized model: with a config, ``device_map`` defaults to ``"auto"`` with CUDA and ``"cpu"`` without, and a
+    4-bit model goes through :func:`unpack_narrow_4bit_layers`. Returns what from_pretrained returns (a
+    ``(model, loading_info)`` pair with ``output_loading_info=True``)."""
+    if config is not None:
+        kwargs.setdefault("device_map", "auto" if torch.cuda.is_available() else "cpu")
+    loaded = model_class.from_pretrained(path, quantization_config=config, **kwargs)
+    if getattr(config, "load_in_4bit", False):
+        unpack_narrow_4bit_layers(loaded[0] if isinstance(loaded, tuple) else loaded)
+    return loaded
 
 
 def unpack_narrow_4bit_layers(model: torch.nn.Module) -> torch.nn.Module:
@@ -65,7 +74,7 @@ def unpack_narrow_4bit_layers(model: torch.nn.Module) -> torch.nn.Module:
     On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight for its fast kernel at the first
     inference forward, which fails unless the input width is a multiple of the quantization block (64) and the
     output width a multiple of 32 ("shape '[32, 0]' is invalid", "N must be divisible by block_n"). Real LLMs
-    have no such layers; tiny test models do. Call after loading a model in 4 bits (gleekit's loaders do).
+    have no such layers; tiny test models do. :func:`from_pretrained_quantized` calls it.
     """
     bnb = import_optional("bitsandbytes", "quant")
     for module in model.modules():

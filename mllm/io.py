@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from adapters.lora import has_lora, merged_state_dict
+from adapters.quantization import from_pretrained_quantized
 from glee_core.checkpoint import CheckpointError, LoadReport
 from glee_core.modeling.glee import GleeModel, bundled_model_dir
 from mllm.config import GleeLLMConfig
@@ -95,14 +96,8 @@ def load_gleellm(directory: str | Path, *, vlm: str | Path | None = None, glee: 
     source = vlm or (directory / parts["vlm"] if parts.get("vlm") else config.base_vlm)
     if source is None:
         raise CheckpointError(f"{directory} stores no VLM and names no base_vlm; pass vlm=")
-    kwargs: dict[str, Any] = {}
-    if quantization_config is not None:
-        kwargs.update(quantization_config=quantization_config, device_map="auto" if torch.cuda.is_available() else "cpu")
-    base, loading = AutoModelForImageTextToText.from_pretrained(source, output_loading_info=True, **kwargs)
-    if getattr(quantization_config, "load_in_4bit", False):
-        from adapters.quantization import unpack_narrow_4bit_layers
-
-        unpack_narrow_4bit_layers(base)
+    base, loading = from_pretrained_quantized(AutoModelForImageTextToText, source, quantization_config,
+                                              output_loading_info=True)
     _check_fingerprint(base, config, source)
     report = LoadReport(missing=[f"vlm.{k}" for k in loading.get("missing_keys", [])],
                         unexpected=[f"vlm.{k}" for k in loading.get("unexpected_keys", [])],

@@ -182,16 +182,12 @@ def _base_vlm(config: MllmTrainConfig, source: SampleSource, tokenizer=None):
                           heads=tiny.heads)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from adapters.quantization import DEFAULT_SKIP_MODULES, quantization_config, unpack_narrow_4bit_layers
+    from adapters.quantization import load_quantized
 
     dtype = torch.bfloat16 if use_bf16(config) else torch.float32
-    kwargs = {"dtype": dtype}
-    if section.bits:
-        kwargs.update(quantization_config=quantization_config(section.bits, dtype, skip_modules=DEFAULT_SKIP_MODULES),
-                      device_map={"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu")
-    vlm = AutoModelForImageTextToText.from_pretrained(section.vlm, **kwargs)
-    if section.bits == 4:
-        unpack_narrow_4bit_layers(vlm)
+    kwargs = {"device_map": {"": torch.cuda.current_device()}} if section.bits and torch.cuda.is_available() else {}
+    vlm = load_quantized(AutoModelForImageTextToText, section.vlm, section.bits, compute_dtype=dtype, dtype=dtype,
+                         **kwargs)
     return vlm, AutoProcessor.from_pretrained(section.vlm)
 
 
