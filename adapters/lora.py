@@ -50,13 +50,36 @@ MultiheadAttention LoRA (in_proj and out_proj); add it with ``f"{GLEE_LORA_TARGE
 
 def llm_lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05,
                     target_modules: str | Sequence[str] | None = None,
-                    modules_to_save: Sequence[str] | None = None) -> LoraConfig:
+                    modules_to_save: Sequence[str] | None = None,
+                    trainable_token_indices: dict[str, list[int]] | None = None) -> LoraConfig:
     """LoRA of rank ``r`` (scale ``alpha / r``) on the language model; default targets :data:`LLM_LORA_TARGETS`.
 
-    ``modules_to_save`` (e.g. ``["lm_head", "embed_tokens"]`` after adding ``[SEG]``) are trained in full.
+    ``modules_to_save`` (e.g. ``["lm_head", "embed_tokens"]`` after adding ``[SEG]``, as LISA does) are trained in
+    full; ``trainable_token_indices`` (from :func:`token_rows`) trains only those rows, through peft's trainable
+    tokens: for a 7B LLaMA, the 2 x 32k rows of 4096 become the few new ones.
     """
     return _lora_config(r, alpha, dropout, LLM_LORA_TARGETS if target_modules is None else target_modules,
-                        modules_to_save, task_type="CAUSAL_LM")
+                        modules_to_save, task_type="CAUSAL_LM", trainable_token_indices=trainable_token_indices)
+
+
+def token_rows(model: nn.Module, token_ids: Sequence[int]) -> dict[str, list[int]]:
+    """peft ``trainable_token_indices`` training the rows of ``token_ids`` in ``model``'s input embeddings and,
+    when not tied to them, its output embeddings (``lm_head``): ``{module name: sorted ids}``.
+
+    Raises ValueError for an empty list or an id outside the vocabulary (resize the embeddings first).
+    """
+    ids = sorted(set(int(i) for i in token_ids))
+    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+    if not ids:
+        raise ValueError("token_rows needs at least one token id")
+    if ids[0] < 0 or ids[-1] >= inputs.num_embeddings:
+        raise ValueError(f"token ids {ids[0]}..{ids[-1]} fall outside the {inputs.num_embeddings} input embeddings; "
+                         "add the tokens and resize the model's embeddings first")
+    names = {id(module): name for name, module in model.named_modules()}
+    rows = {names[id(inputs)]: ids}
+    if outputs is not None and outputs.weight is not inputs.weight:  # tied heads follow their embedding in peft
+        rows[names[id(outputs)]] = ids
+    return rows
 
 
 def glee_lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05,
@@ -68,20 +91,26 @@ def glee_lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05,
 
 
 def _lora_config(r: int, alpha: int, dropout: float, target_modules: str | Sequence[str],
-                 modules_to_save: Sequence[str] | None, task_type: str | None) -> LoraConfig:
+                 modules_to_save: Sequence[str] | None, task_type: str | None,
+                 trainable_token_indices: dict[str, list[int]] | None = None) -> LoraConfig:
     peft = import_optional("peft", "mllm")
     if r < 1:
         raise ValueError(f"LoRA rank r must be >= 1, got {r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    both = {name.rsplit(".", 1)[-1] for name in trainable_token_indices or {}} & set(modules_to_save or ())
+    if both:
+        raise ValueError(f"{sorted(both)} would train both in full (modules_to_save) and by rows "
+                         "(trainable_token_indices): keep one")
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     return peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", target_modules=targets,
                            modules_to_save=None if modules_to_save is None else list(modules_to_save),
-                           task_type=task_type)
+                           trainable_token_indices=trainable_token_indices, task_type=task_type)
 
 
 def apply_lora(model: nn.Module, config: LoraConfig) -> PeftModel:
-    """``model`` wrapped with LoRA (see :func:`adapters.apply.apply_adapter`); only LoRA and ``modules_to_save`` train.
+    """``model`` wrapped with LoRA (see :func:`adapters.apply.apply_adapter`); only LoRA, ``modules_to_save`` and
+    trainable token rows train.
 
     Raises ValueError naming the pattern when ``config.target_modules`` matches no module.
     """

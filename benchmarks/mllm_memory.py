@@ -361,8 +361,8 @@ def computed(setup: Setup, mode: str, phase: str, counts: Counts | None = None) 
     ckpt = phase == "train+ckpt"
     T = setup.batch * setup.seq_len
     # Trainable state. 16-bit trainables (embed/lm_head rows, text_hidden_fcs): bf16 weight (in weights) + bf16
-    # grad + fp32 master + AdamW m, v -> 14 B beyond the weight. fp32 trainables (LoRA, new-row deltas):
-    # 4 weight + 4 grad + 8 AdamW = 16 B.
+    # grad + fp32 master + AdamW m, v -> 14 B beyond the weight. fp32 trainables (LoRA) and the added rows
+    # (peft trainable tokens, 16-bit weight + grad + fp32 master + AdamW): 16 B.
     rows16 = counts.embed + counts.lm_head if setup.train_rows == "all" else 0
     fp32 = counts.lora + (counts.new_rows if setup.train_rows == "new" else 0)
     p16 = rows16 + counts.fcs
@@ -370,7 +370,9 @@ def computed(setup: Setup, mode: str, phase: str, counts: Counts | None = None) 
     terms["grads"] = 2.0 * p16 + 4.0 * fp32
     terms["train_state"] = terms["train_static"] + terms["grads"]
     layer = llm_layer_saved_bytes(setup, mode) * T
-    head = T * (4 * h + 4 + 2 * h)                     # final RMSNorm + lm_head (or new-row head) input
+    head = T * (4 * h + 4 + 2 * h)                     # final RMSNorm + lm_head input
+    if setup.train_rows == "new":                      # peft's trainable tokens: lm_head runs on a merged copy of
+        head += 2.0 * V * h                            # its weight, which the backward keeps
     logits_kept = T * V * (2 + 4)                      # bf16 logits (held by the output) + fp32 log-softmax
     logits_bwd = T * V * 8                             # loss backward: fp32 grad in + grad out, before casting
     workspace = layer + dequant                        # one layer's gradients + a dequantised weight
@@ -407,7 +409,9 @@ weights + trainable state (bf16 16-bit trainables: +2 grad +4 fp32 master +8 Ada
 saved tensors in tests/benchmarks/test_mllm_memory.py): 2*(4h+4) RMSNorm + 2*(h + 4h + 4r) LoRA q,v + 8h + 4a
 attention + 6f MLP (+ 6h + 2f for int8, whose matmul keeps its inputs). Plus final norm / head input, bf16 logits
 and the fp32 log-softmax (6 B * tokens * vocab) and the largest transient: loss backward (8 B * tokens * vocab) or
-one layer's gradients + a dequantised weight. Gradient checkpointing (HF, per decoder layer; GLEE fusion and
+one layer's gradients + a dequantised weight. --train-rows new trains the added rows through peft's trainable
+tokens (gleekit's lora.new_token_rows), whose lm_head multiplies by a merged copy of its weight (2 B * vocab * h,
+kept for the backward). Gradient checkpointing (HF, per decoder layer; GLEE fusion and
 encoder layers wrapped likewise): each layer keeps its 2h input, one layer is recomputed during backward.
 GLEE is frozen; with --glee-grad encoder the [SEG] embedding enters early fusion, so the pixel-decoder encoder
 and the object decoder keep activations for the backward to the LLM (backbone under no_grad).
@@ -461,42 +465,6 @@ class MasterAdamW:
                 master.grad = None
 
 
-def _new_rows_modules(model, first_new: int):
-    """Freeze embed_tokens / lm_head and add trainable fp32 rows for the ids >= first_new."""
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    class NewRowsEmbedding(nn.Module):
-        def __init__(self, base):
-            super().__init__()
-            self.base = base
-            self.delta = nn.Parameter(torch.zeros(base.num_embeddings - first_new, base.embedding_dim,
-                                                  device=base.weight.device, dtype=torch.float32))
-
-        def forward(self, ids):
-            out = self.base(ids)
-            new = (ids >= first_new).unsqueeze(-1)
-            extra = F.embedding((ids - first_new).clamp(min=0), self.delta)
-            return out + (extra * new).to(out.dtype)
-
-    class NewRowsHead(nn.Module):
-        def __init__(self, base):
-            super().__init__()
-            self.base = base
-            self.delta = nn.Parameter(torch.zeros(base.out_features - first_new, base.in_features,
-                                                  device=base.weight.device, dtype=torch.float32))
-
-        def forward(self, x):
-            logits = self.base(x)
-            logits[..., first_new:] += F.linear(x.float(), self.delta).to(logits.dtype)
-            return logits
-
-    model.set_input_embeddings(NewRowsEmbedding(model.get_input_embeddings()))
-    model.lm_head = NewRowsHead(model.lm_head)
-    return [model.get_input_embeddings().delta, model.lm_head.delta]
-
-
 def _checkpoint_glee_encoder(glee) -> None:
     from torch.utils.checkpoint import checkpoint
 
@@ -531,18 +499,14 @@ def measure_mode(setup: Setup, mode: str, folder: Path, device: str, steps: int 
     import torch
     from torch import nn
     from torch.nn import functional as F
-    from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
+
+    from adapters.lora import llm_lora_config, token_rows
+    from adapters.quantization import DEFAULT_SKIP_MODULES, from_pretrained_quantized, quantization_config
 
     cuda = device.startswith("cuda")
     dtype = torch.float16 if mode == "int8" else torch.bfloat16   # LLM.int8 computes in fp16
-    # transformers 5 matches these from the start of the module path, older releases as substrings: give both
-    skip = ["model.vision_tower", "model.multi_modal_projector", "vision_tower", "multi_modal_projector", "lm_head"]
-    quant = {
-        "fp16": None,
-        "int8": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip),
-        "nf4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip),
-    }[mode]
+    quant = quantization_config({"fp16": None, "int8": 8, "nf4": 4}[mode], dtype, skip_modules=DEFAULT_SKIP_MODULES)
 
     def allocated() -> int:
         return torch.cuda.memory_allocated() if cuda else 0
@@ -562,10 +526,8 @@ def measure_mode(setup: Setup, mode: str, folder: Path, device: str, steps: int 
 
     record: dict = {"mode": mode}
     torch.manual_seed(0)
-    kwargs = {"dtype": dtype, "device_map": {"": device}}
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-    model = LlavaForConditionalGeneration.from_pretrained(folder, **kwargs)
+    model = from_pretrained_quantized(LlavaForConditionalGeneration, folder, quant, dtype=dtype,
+                                      device_map={"": device})
     set_lisa_projector(model, setup, dtype)
     quantized = [name for name, module in model.named_modules() if type(module).__name__ in ("Linear4bit", "Linear8bitLt")]
     outside = [name for name in quantized if ".language_model." not in f".{name}."]
@@ -617,24 +579,15 @@ def measure_mode(setup: Setup, mode: str, folder: Path, device: str, steps: int 
     hidden.clear()
     record["inference"] = base + max(record["infer_llm"], record["infer_kv_logits"] + record["infer_glee"])
 
-    # ---------------- training: LoRA q/v + LISA's trainable set, GLEE frozen
-    from peft import LoraConfig, get_peft_model
+    # ---------------- training: LoRA q/v + LISA's trainable set (or the added rows: gleekit's new_token_rows)
+    from peft import get_peft_model
 
-    trainable_extra: list = []
-    if setup.train_rows == "new":
-        trainable_extra = _new_rows_modules(model, BASE_VOCAB)
-    else:
-        for p in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
-            p.requires_grad_(True)
     model.gradient_checkpointing_disable()
-    lora = LoraConfig(r=setup.lora_rank, lora_alpha=16, lora_dropout=0.05, bias="none",
-                      target_modules=r".*language_model.*\.(q_proj|v_proj)")
-    model = get_peft_model(model, lora)
-    if setup.train_rows == "all":  # get_peft_model freezes everything but the adapters
+    rows = token_rows(model, range(BASE_VOCAB, setup.vocab)) if setup.train_rows == "new" else None
+    model = get_peft_model(model, llm_lora_config(setup.lora_rank, 16, 0.05, trainable_token_indices=rows))
+    if setup.train_rows == "all":  # LISA unfreezes the 16-bit matrices themselves (no modules_to_save copies)
         for module in (model.get_input_embeddings(), model.get_output_embeddings()):
             module.weight.requires_grad_(True)
-    for p in trainable_extra:
-        p.requires_grad_(True)
     fcs.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad] + list(fcs.parameters())
     record["trainable_params"] = sum(p.numel() for p in params)

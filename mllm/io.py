@@ -141,10 +141,14 @@ def head_state(model: GleeLLM) -> dict[str, torch.Tensor]:
 
 
 def _without_adapters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The base weights of a peft-injected model: adapter tensors and trained copies (``modules_to_save``) dropped,
-    the original names (``base_layer.``, ``original_module.``) restored."""
-    return {k.replace(".base_layer.", ".").replace(".original_module.", "."): v for k, v in state.items()
-            if ".lora_" not in k and ".modules_to_save." not in k}
+    """The base weights of a peft-injected model: adapter tensors, trained copies (``modules_to_save``) and trained
+    token rows dropped, the original names (``base_layer.``, ``original_module.``, ``token_adapter.``) restored."""
+    renames = (".token_adapter.base_layer.", ".base_layer.", ".original_module.")
+    dropped = (".lora_", ".modules_to_save.", ".trainable_tokens_")
+    state = {k: v for k, v in state.items() if not any(part in k for part in dropped)}
+    for part in renames:
+        state = {k.replace(part, "."): v for k, v in state.items()}
+    return state
 
 
 def resolve_model_dir(name: str | Path) -> Path:

@@ -19,6 +19,7 @@ from adapters.lora import (  # noqa: E402
     glee_lora_config,
     llm_lora_config,
     merge_lora,
+    token_rows,
 )
 from adapters.prompt_tuning import prompt_tuning_config  # noqa: E402
 from glee_core.modeling.glee import GleeModel  # noqa: E402
@@ -163,3 +164,40 @@ def test_missing_peft_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # makes `import peft` fail
     with pytest.raises(ImportError, match=r'pip install "gleekit\[mllm\]"'):
         llm_lora_config()
+
+
+NEW_ROWS = [61, 63]
+"""Two 'added' token ids of the tiny vocabulary (64)."""
+
+
+def test_token_rows_name_the_embeddings_and_an_untied_head():
+    assert token_rows(tiny_llava(), [63, 61, 63]) == {"model.language_model.embed_tokens": NEW_ROWS,
+                                                      "lm_head": NEW_ROWS}
+    tied = tiny_llama()
+    tied.lm_head.weight = tied.model.embed_tokens.weight
+    assert token_rows(tied, NEW_ROWS) == {"model.embed_tokens": NEW_ROWS}  # peft follows the tie itself
+    with pytest.raises(ValueError, match="at least one token id"):
+        token_rows(tied, [])
+    with pytest.raises(ValueError, match=r"64 input embeddings; add the tokens and resize"):
+        token_rows(tied, [3, 64])
+    with pytest.raises(ValueError, match=r"\['lm_head'\] would train both in full .* and by rows"):
+        llm_lora_config(modules_to_save=["lm_head"], trainable_token_indices=token_rows(tiny_llava(), NEW_ROWS))
+
+
+def test_token_rows_train_only_those_rows_and_merge():
+    batch = llava_batch()
+    base = tiny_llava()
+    embed, head = (base.get_input_embeddings().weight.clone(), base.get_output_embeddings().weight.clone())
+    model = apply_lora(base, llm_lora_config(trainable_token_indices=token_rows(base, NEW_ROWS)))
+    rows = {n: p.shape for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens" in n}
+    assert sorted(rows.values()) == [(2, 64), (2, 64)], rows  # two rows each, not 2 x 64 x 64
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    ids = batch["input_ids"].clone()
+    ids[:, -3:-1] = torch.tensor(NEW_ROWS)  # the last position feeds no loss
+    model.train()
+    model(**{**batch, "input_ids": ids}, labels=ids).loss.backward()
+    optimizer.step()
+    merged = merge_lora(model.eval())
+    changed = lambda a, b: sorted((a - b).abs().sum(-1).nonzero().flatten().tolist())  # noqa: E731
+    assert changed(merged.get_input_embeddings().weight, embed) == NEW_ROWS
+    assert changed(merged.get_output_embeddings().weight, head) == NEW_ROWS

@@ -126,7 +126,7 @@ def build_model(config: MllmTrainConfig, source: SampleSource, tokenizer=None) -
     """The model a config trains, identical in every process (seeded): a saved GleeLLM (``model.init``) or the
     VLM + GLEE it names, then 4/8-bit preparation, LoRA on the language model and gradient checkpointing.
     ``tokenizer``: the tiny VLM's tokenizer to reuse (default: a word tokenizer trained on the source's texts)."""
-    from adapters.lora import apply_lora, llm_lora_config
+    from adapters.lora import apply_lora, llm_lora_config, token_rows
     from adapters.quantization import prepare_for_kbit_lora
     from glee_core.modeling.glee import GleeModel
     from mllm.config import GleeLLMConfig
@@ -160,8 +160,10 @@ def build_model(config: MllmTrainConfig, source: SampleSource, tokenizer=None) -
         model.vlm = prepare_for_kbit_lora(model.vlm)
     lora = section.lora
     if lora.enabled and not hasattr(model.vlm, "peft_config"):
+        ids = model.token_ids
+        rows = token_rows(model.vlm, [ids.seg, ids.object_slot, *ids.object_refs]) if lora.new_token_rows else None
         model.vlm = apply_lora(model.vlm, llm_lora_config(lora.r, lora.alpha, lora.dropout, lora.targets,
-                                                          lora.modules_to_save))
+                                                          lora.modules_to_save, trainable_token_indices=rows))
     if section.gradient_checkpointing:
         model.vlm.gradient_checkpointing_enable()
         model.vlm.enable_input_require_grads()

@@ -34,6 +34,8 @@ def test_bad_values_fail_at_start():
         MllmTrainConfig.from_dict({"grad_accum": 0})
     with pytest.raises(ValueError, match="lora.enabled"):
         MllmTrainConfig.from_dict({"model": {"bits": 4, "lora": {"enabled": False}}})
+    with pytest.raises(ValueError, match=r"new_token_rows .* \['embed_tokens', 'lm_head'\], .* remove them"):
+        MllmTrainConfig.from_dict({"model": {"lora": {"new_token_rows": True}}})
     with pytest.raises(FileNotFoundError, match="zero9"):
         MllmTrainConfig.from_dict({"deepspeed": "zero9"}).deepspeed_file()
 
