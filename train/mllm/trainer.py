@@ -251,6 +251,10 @@ class MllmTrainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         ds = deepspeed_config(config)
+        zero3 = ds is not None and ds.get("zero_optimization", {}).get("stage") == 3
+        if zero3 and config.model.lora.new_token_rows and not torch.cuda.is_available():
+            raise ValueError("model.lora.new_token_rows under ZeRO-3 needs CUDA (peft gathers the token rows on a "
+                             "GPU): on CPU use deepspeed zero2, or train embed_tokens / lm_head in modules_to_save")
         kwargs = {}
         if ds is not None:
             prepare_single_process_env()
@@ -273,7 +277,6 @@ class MllmTrainer:
             raise ValueError("no parameter trains: enable model.lora or a glee_policy other than frozen")
         optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas,
                                       weight_decay=config.optim.weight_decay)
-        zero3 = ds is not None and ds.get("zero_optimization", {}).get("stage") == 3
         glee = detach_frozen_glee(model) if zero3 else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)

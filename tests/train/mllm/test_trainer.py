@@ -90,6 +90,16 @@ def test_two_processes_match_one_with_double_accumulation(tmp_path):
     np.testing.assert_allclose([two[s] for s in one], list(one.values()), rtol=1e-3, atol=1e-4)
 
 
+def test_new_token_rows_train_under_zero2_and_export(tmp_path):
+    from mllm.io import load_gleellm
+
+    model = {"num_objects": 2, "tiny": {"image_size": 32, "hidden": 32, "layers": 1, "heads": 2, "vocab_samples": 8},
+             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "new_token_rows": True, "modules_to_save": []}}
+    run(one_process(write_config(tmp_path, model=model, steps=2)))
+    assert list(losses(tmp_path / "run")) == [1, 2]
+    assert load_gleellm(tmp_path / "run" / "model").load_report.ok
+
+
 def test_zero3_trains_with_glee_kept_whole_and_exports(tmp_path):
     from mllm.io import load_gleellm
 
