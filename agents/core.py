@@ -266,6 +266,7 @@ class GleeToolkit:
         try:
             result = future.result(timeout=self.limits.timeout_s)
         except FutureTimeout:
+            future.cancel()  # a call still queued behind a slow one never runs
             raise Timeout(f"the {tool!r} call took longer than {self.limits.timeout_s:g} s; try a smaller image, "
                           "fewer categories or fewer frames") from None
         png = self.overlay(result.overlay) if isinstance(result, ImageResult) and result.overlay else None
@@ -316,6 +317,14 @@ class GleeToolkit:
         return ImageResult(tool=tool, image=handle, width=width, height=height, objects=infos, num_found=num_found,
                            overlay=overlay_handle, summary=summarize_objects(where, infos, num_found, nothing))
 
+    def _check_handle_budget(self, images: int, per_image: int) -> None:
+        """Refuse a call whose handles (an image handle + ``per_image`` object/overlay handles per image) could
+        exceed the store: it would evict the call's own first handles."""
+        most = images * (1 + per_image)
+        if most > self.limits.max_handles:
+            raise TooLarge(f"this call can make {most} handles (images, objects, overlays) but a session keeps "
+                           f"{self.limits.max_handles}: lower max_objects, or send fewer images or expressions")
+
     def _load_images(self, refs: list[str]) -> list[tuple[str, np.ndarray]]:
         """(handle, pixels) per image reference, in order (at most ``Limits.max_batch_images``)."""
         if len(refs) > self.limits.max_batch_images:
@@ -358,6 +367,8 @@ class GleeToolkit:
     def _detect(self, args: DetectArgs, deadline: float, with_masks: bool = False) -> ImageResult | GroupedResult:
         tool = "segment" if with_masks else "detect"
         prompt = self._categories(args.categories)
+        self._check_handle_budget(len(args.image_refs), min(args.max_objects, self.limits.max_objects)
+                                  + (args.overlay_kind is not None))
         loaded = self._load_images(args.image_refs)
         found = self._predict_images([image for _, image in loaded], prompt, deadline, score_threshold=args.min_score)
         nothing = f"No {', '.join(map(repr, prompt.names[:5]))}{' …' if len(prompt) > 5 else ''} " \
@@ -374,6 +385,7 @@ class GleeToolkit:
         if len(args.texts) > self.limits.max_prompts:
             raise TooLarge(f"{len(args.texts)} expressions in one call; at most {self.limits.max_prompts}")
         prompts = [self._expression(text) for text in args.texts]
+        self._check_handle_budget(len(args.image_refs), len(prompts) * (1 + (args.overlay_kind is not None)))
         loaded = self._load_images(args.image_refs)
         found = self._predict_expressions([image for _, image in loaded], prompts, deadline)
         results = [self._refer_result(handle, image, detections, prompt.text, args)

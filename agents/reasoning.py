@@ -113,11 +113,13 @@ def reason_segment(chat_model: BaseChatModel, toolkit: GleeToolkit, image: str |
             transcript.append(HumanMessage(NUDGE))
             continue
         overlays = []
-        for name, args, call_id in requests:
+        for k, (name, args, call_id) in enumerate(requests):
             outcome = _execute(toolkit, handle, name, args)
             calls.append((outcome.tool, args, outcome.ok))
             transcript.append(ToolMessage(outcome.text, tool_call_id=call_id or "", name=outcome.tool,
                                           status="success" if outcome.ok else "error", artifact=outcome.structured()))
+            if outcome.ok and outcome.tool in ("select", NO_MATCH):
+                _answer_unrun(transcript, requests[k + 1:], outcome.tool)
             if outcome.ok and outcome.tool == "select":
                 mask = decode_rle(outcome.result.mask.model_dump())
                 return ReasoningResult(mask, [o.id for o in outcome.result.objects], reply.text or outcome.text,
@@ -130,6 +132,14 @@ def reason_segment(chat_model: BaseChatModel, toolkit: GleeToolkit, image: str |
         if overlays:
             transcript.append(_overlay_message(overlays))
     return ReasoningResult(nothing, [], f"No selection within {max_steps} steps.", "step_limit", transcript, calls)
+
+
+def _answer_unrun(transcript: list[BaseMessage], requests: list[tuple[Any, Any, Any]], ended_by: str) -> None:
+    """An error answer for each tool call of the reply after the one that ended the task (chat APIs refuse a
+    transcript with an unanswered call)."""
+    for name, _, call_id in requests:
+        transcript.append(ToolMessage(f"not run: the task ended with {ended_by}", tool_call_id=call_id or "",
+                                      name=str(name), status="error"))
 
 
 def _execute(toolkit: GleeToolkit, handle: str, name: Any, args: Any) -> ToolOutcome:

@@ -41,8 +41,8 @@ def clipped_boxes(detections: Detections) -> np.ndarray:
     return np.round(boxes, 1)
 
 
-def object_infos(detections: Detections, with_masks: bool, ids: list[str | None] | None = None) -> list[ObjectInfo]:
-    """One ``ObjectInfo`` per detection, in order; ``ids`` are their handles (None when not registered)."""
+def object_infos(detections: Detections, with_masks: bool) -> list[ObjectInfo]:
+    """One ``ObjectInfo`` per detection, in order, without handles (``id`` None: the toolkit registers them)."""
     boxes = clipped_boxes(detections)
     if with_masks and detections.masks is None:
         raise ValueError("masks were asked for but the detections have none")
@@ -52,7 +52,6 @@ def object_infos(detections: Detections, with_masks: bool, ids: list[str | None]
     track_ids = detections.track_ids
     return [
         ObjectInfo(
-            id=None if ids is None else ids[i],
             label=detections.label_names[int(detections.labels[i])],
             score=round(float(detections.scores[i]), 4),
             box=boxes[i].tolist(),

@@ -231,7 +231,7 @@ class MaskRLE(_Model):
 
 
 class ObjectInfo(_Model):
-    id: str | None = Field(description="Handle of this object for later calls (e.g. 'obj_4'); null in tracks.")
+    id: str | None = Field(None, description="Handle of this object for later calls (e.g. 'obj_4'); null in tracks.")
     label: str = Field(description="The category, expression or prompt that found it.")
     score: float = Field(description="Confidence, 0 to 1.")
     box: list[float] = Field(description="[x1, y1, x2, y2] in pixels, clipped to the image.")

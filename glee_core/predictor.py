@@ -102,7 +102,8 @@ class GleePredictor:
                 (query, class) pairs instead (e.g. 300 for LVIS).
             nms_iou: if given, class-agnostic NMS at this IoU.
 
-        Returns one :class:`Detections` for a single image, else a list. Boxes are xyxy float32 in
+        Returns one :class:`Detections` for a single image, else a list, each equal to its one-image result (a
+        list runs in batches of the same padded input size, :meth:`batch_groups`). Boxes are xyxy float32 in
         input pixels (the official scaling: not clipped to the image), masks bool at input size.
         """
         single = not isinstance(images, (list, tuple))
@@ -114,10 +115,11 @@ class GleePredictor:
         if isinstance(prompt, (Categories, Vocabulary, Caption)):
             categories = self._categories(prompt)
             label_names = list(prompt.phrases if isinstance(prompt, Caption) else prompt.names)
-            results = self._predict_text(arrays, categories=categories, label_names=label_names, candidates=topk)
+            results = self._per_group(arrays, lambda group: self._predict_text(
+                [arrays[i] for i in group], categories=categories, label_names=label_names, candidates=topk))
         elif isinstance(prompt, Expression):
-            results = self._predict_text(arrays, expressions=[prompt.normalized] * len(arrays),
-                                         label_names=[prompt.text])
+            results = self._per_group(arrays, lambda group: self._predict_text(
+                [arrays[i] for i in group], expressions=[prompt.normalized] * len(group), label_names=[prompt.text]))
         elif isinstance(prompt, VisualPrompt):
             if len(arrays) != 1:
                 raise ValueError("visual prompts refer to one image; call predict once per image")
@@ -163,18 +165,24 @@ class GleePredictor:
         if not arrays or not prompts:
             raise ValueError(f"give at least one image and one expression, got {len(arrays)} and {len(prompts)}")
         pairs = [(i, j) for i in range(len(arrays)) for j in range(len(prompts))]
-        results: dict[tuple[int, int], Detections] = {}
-        batches = self.batch_groups([arrays[i] for i, _ in pairs])
-        for k, batch in enumerate(batches):
+        found = self._per_group([arrays[i] for i, _ in pairs], lambda group: self._predict_text(
+            [arrays[pairs[p][0]] for p in group], label_names=["expression"],
+            expressions=[prompts[pairs[p][1]].normalized for p in group]), on_batch)
+        results = {(i, j): select_detections(replace(dets, label_names=[prompts[j].text]), score_threshold, None, None)
+                   for (i, j), dets in zip(pairs, found)}
+        return [[results[i, j] for j in range(len(prompts))] for i in range(len(arrays))]
+
+    def _per_group(self, arrays: list[np.ndarray], run: Callable[[list[int]], list[Detections]],
+                   on_batch: Callable[[int], None] | None = None) -> list[Detections]:
+        """``run(indices)`` on each of :meth:`batch_groups` of ``arrays`` (``on_batch(k)`` before the k-th); the
+        results in the order of ``arrays``."""
+        results: list[Detections | None] = [None] * len(arrays)
+        for k, group in enumerate(self.batch_groups(arrays)):
             if on_batch is not None:
                 on_batch(k)
-            chosen = [pairs[p] for p in batch]
-            found = self._predict_text([arrays[i] for i, _ in chosen], label_names=["expression"],
-                                       expressions=[prompts[j].normalized for _, j in chosen])
-            for (i, j), dets in zip(chosen, found):
-                dets = replace(dets, label_names=[prompts[j].text])
-                results[i, j] = select_detections(dets, score_threshold, None, None)
-        return [[results[i, j] for j in range(len(prompts))] for i in range(len(arrays))]
+            for i, detections in zip(group, run(group)):
+                results[i] = detections
+        return results
 
     def stream(
         self,

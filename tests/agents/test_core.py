@@ -148,10 +148,19 @@ def test_limits_are_enforced(image_root, scene):
     small.images.limits = small.limits
     capped = small.detect(image=data_url(scene.image), categories=["circle"], min_score=0.0, max_objects=50)
     assert len(capped.objects) == 2 and capped.num_found > 2
+    few_handles = GleeToolkit(small.predictor, limits=Limits(max_handles=40))
+    grouped = {"images": [data_url(scene.image)] * 2, "categories": ["circle"], "max_objects": 19}
+    assert few_handles.call("detect", grouped).ok  # 2 x (1 image + 19 objects) = 40 handles
+    refused = few_handles.call("detect", {**grouped, "overlay": True})
+    assert refused.text == ("too_large: this call can make 42 handles (images, objects, overlays) but a session "
+                            "keeps 40: lower max_objects, or send fewer images or expressions")
 
 
 class SlowPredictor:
+    calls = 0
+
     def predict(self, *args, **kwargs):
+        SlowPredictor.calls += 1
         time.sleep(1.0)
         raise AssertionError("never returned")
 
@@ -170,6 +179,12 @@ def test_timeout_and_internal_errors_never_leak(scene):
     assert isinstance(outcome.error, InternalError) and "secret" not in outcome.text and "Traceback" not in outcome.text
     with pytest.raises(Timeout):
         slow.detect(image=data_url(scene.image), categories=["a"])
+    time.sleep(1.1)  # the running call ends; the timed-out calls queued behind it never start
+    SlowPredictor.calls = 0
+    for _ in range(3):
+        assert slow.call("detect", {"image": data_url(scene.image), "categories": ["a"]}).error.code == "timeout"
+    time.sleep(1.1)
+    assert SlowPredictor.calls == 1
 
 
 def test_specs_cover_every_operation():

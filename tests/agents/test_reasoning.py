@@ -212,6 +212,17 @@ def test_no_match_ends_with_an_empty_mask(toolkit):
     assert result.tool_calls[-1] == ("no_match", {"reason": "there is no purple star"}, True)
 
 
+def test_calls_after_the_ending_one_are_answered_not_run(toolkit):
+    model = ScriptedChat(steps=[lambda messages: AIMessage("", tool_calls=[
+        call("no_match", {"reason": "none"}, id="c1"), call("refer", {"image": image_of(messages),
+                                                                       "expression": "the cross"}, id="c2")])])
+    result = reason_segment(model, toolkit, "scene.png", "Segment the purple star.")
+    answers = [(m.tool_call_id, m.status, m.content) for m in result.transcript if isinstance(m, ToolMessage)]
+    assert answers == [("c1", "success", "Nothing matches: none."), ("c2", "error", "not run: the task ended with "
+                                                                                     "no_match")]
+    assert [c[0] for c in result.tool_calls] == ["no_match"]  # the refer never ran
+
+
 def test_the_step_limit_stops_the_loop(toolkit):
     model = ScriptedChat(steps=[
         lambda messages: AIMessage("I think it is the cross."),

@@ -65,6 +65,8 @@ def test_predictions_file_and_batched_run_score_like_one_image_at_a_time(data_ro
     assert scored_report["model"]["kind"] == "predictions" and len(scored_report["model"]["sha256"]) == 64
     single = invoke(*common, "--json-out", str(tmp_path / "single.json"))  # batch size 1 (same-size images)
     assert single.exit_code == 0 and json.loads((tmp_path / "single.json").read_text())["metrics"] == ran_report["metrics"]
+    too_many = invoke(*common, "--batch-size", "65")
+    assert too_many.exit_code == 2 and "--batch-size 65: at most 64 images per model call" in too_many.output
 
 
 @pytest.mark.parametrize("content, message", [

@@ -54,9 +54,11 @@ def test_batch_groups_join_only_same_input_sizes_in_order(predictor, images, mon
 def test_padding_would_change_results(predictor, images):
     """Why batches are grouped: the 256x256 input padded to the 200x160 image's 320x256 gives other detections."""
     prompt = Categories(["circle", "square"])
-    padded = predictor.predict(images[:2], prompt)[0]
+    with torch.no_grad():
+        padded = predictor._predict_text(images[:2], categories=predictor._categories(prompt),
+                                         label_names=list(prompt.names))[0]
     alone = predictor.predict(images[0], prompt)
-    assert np.abs(padded.scores - alone.scores).max() > 100 * TOLERANCE
+    assert np.abs(padded.scores[:len(alone)] - alone.scores).max() > 100 * TOLERANCE
 
 
 def backbone_batch_sizes(predictor, monkeypatch) -> list[int]:
@@ -64,6 +66,16 @@ def backbone_batch_sizes(predictor, monkeypatch) -> list[int]:
     sizes, forward = [], predictor.model.backbone.forward
     monkeypatch.setattr(predictor.model.backbone, "forward", lambda x: sizes.append(len(x)) or forward(x))
     return sizes
+
+
+@pytest.mark.parametrize("prompt", [Categories(["circle", "square"]), Expression("the red square")])
+def test_predict_on_a_list_equals_one_image_calls(predictor, images, monkeypatch, prompt):
+    backbone_calls = backbone_batch_sizes(predictor, monkeypatch)
+    batched = predictor.predict(images, prompt)
+    assert backbone_calls == [2, 1]  # the two 256x256 inputs together, the 320x256 one alone
+    monkeypatch.undo()
+    for image, found in zip(images, batched):
+        assert_same(found, predictor.predict(image, prompt))
 
 
 def test_predict_expressions_equals_one_by_one_calls(predictor, images, monkeypatch):
