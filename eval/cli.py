@@ -312,12 +312,8 @@ def calibrate_refer(
     from eval.report import _format
     from eval.runner import collect_records
     from glee_core.checkpoint import CheckpointError
-    from glee_core.predictor import MAX_BATCH_IMAGES
 
     console = Console()
-    if batch_size > MAX_BATCH_IMAGES:
-        console.print(f"[red]error:[/] --batch-size {batch_size}: at most {MAX_BATCH_IMAGES} images per model call")
-        raise typer.Exit(2)
     try:
         benchmark = _rejection_benchmark(data_root, num_scenes=num_scenes, split=split, seed=seed,
                                          per_scene=per_scene, prompt=prompt, dataset=dataset, split_by=split_by,
