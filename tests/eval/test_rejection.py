@@ -145,7 +145,7 @@ def test_cli_fits_on_nano_and_reports_held_out_numbers(tmp_path):
     del data["threshold"]
     (tmp_path / "broken.json").write_text(json.dumps(data))
     broken = invoke("rejection", "--calibration", str(tmp_path / "broken.json"), "--num-scenes", "1")
-    assert broken.exit_code == 2 and "field 'threshold' is missing" in broken.output.replace("\n", "")
+    assert broken.exit_code == 2 and "field 'threshold' is missing" in " ".join(broken.output.split())
 
 
 def test_cli_fits_on_a_refer_layout_set(tmp_path):
@@ -161,6 +161,6 @@ def test_cli_fits_on_a_refer_layout_set(tmp_path):
     assert data["data"]["negatives"].startswith("borrowed from other images")
     (tmp_path / "negatives.json").write_text(json.dumps([{"image_id": 999999, "sentence": "the purple cross"}]))
     bad = invoke(*common, "--negatives", str(tmp_path / "negatives.json"), "--out", str(calib))
-    assert bad.exit_code == 2 and "entry 0 image_id 999999 is not an image of this split" in bad.output.replace("\n", "")
+    assert bad.exit_code == 2 and "entry 0 image_id 999999 is not an image of this split" in " ".join(bad.output.split())
     category = invoke(*common, "--prompt", "category", "--out", str(calib))
     assert category.exit_code == 2 and "referring prompts only" in category.output
