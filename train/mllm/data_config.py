@@ -65,8 +65,18 @@ class ShapeworldChats:
         return self._objects[index]
 
     def sample(self, index: int) -> MllmSample:
+        """Sample ``index``: a conversation of one of the kinds on scene ``index % scenes``, or on the next scene
+        that has one (ValueError when none of the scenes has)."""
         if index < 0:
             raise IndexError(f"shapeworld: sample index must be >= 0, got {index}")
+        for offset in range(self.scenes):
+            found = self._sample_on(index + offset)
+            if found is not None:
+                return found
+        raise ValueError(f"shapeworld: none of the {self.scenes} scenes has a conversation of the kinds "
+                         f"{list(self.kinds)}; use more scenes or other kinds")
+
+    def _sample_on(self, index: int) -> MllmSample | None:
         scene_index = index % self.scenes
         scene = self._scene(scene_index)
         objects = self._scene_objects(scene_index, scene)
@@ -79,8 +89,8 @@ class ShapeworldChats:
         present = sorted({c.kind for c in chats}, key=self.kinds.index)
         if self.kind_rates:
             present = [k for k in present if self.kind_rates.get(k, 0) > 0]
-        if not present:  # a scene without a conversation of these kinds: the next scene's
-            return self.sample(index + 1)
+        if not present:  # a scene without a conversation of these kinds
+            return None
         if self.kind_rates:
             weights = np.array([self.kind_rates[k] for k in present])
             kind = present[int(rng.choice(len(present), p=weights / weights.sum()))]

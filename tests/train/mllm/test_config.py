@@ -29,6 +29,20 @@ def test_unknown_keys_are_named(tmp_path, data, key):
         TrainConfig.from_dict({"optim": {"lrr": 1}})
 
 
+def test_values_are_converted_or_refused_by_their_type(tmp_path):
+    path = tmp_path / "typed.yaml"
+    path.write_text("optim:\n  lr: 3e-4\n  betas: [0.9, 0.95]\n")  # YAML 1.1 reads 3e-4 as a string
+    config = MllmTrainConfig.from_yaml(path)
+    assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float) and config.optim.betas == (0.9, 0.95)
+    path.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(ValueError, match=r"typed\.yaml: optim\.lr must be float, got 'fast'"):
+        MllmTrainConfig.from_yaml(path)
+    with pytest.raises(ValueError, match=r"model\.lora\.modules_to_save must be list\[str\], got 'lm_head'"):
+        MllmTrainConfig.from_dict({"model": {"lora": {"modules_to_save": "lm_head"}}})
+    with pytest.raises(ValueError, match=r"data\.task_weights must be dict\[str, float\]"):
+        TrainConfig.from_dict({"data": {"task_weights": {"detection": "high"}}})
+
+
 def test_bad_values_fail_at_start():
     with pytest.raises(ValueError, match="grad_accum"):
         MllmTrainConfig.from_dict({"grad_accum": 0})

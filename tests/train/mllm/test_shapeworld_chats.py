@@ -32,6 +32,14 @@ def test_bad_kinds_and_rates_are_refused(kwargs, message):
         ShapeworldChats(4, **kwargs)
 
 
+def test_a_scene_without_the_kind_moves_on_and_none_at_all_is_named():
+    source = ShapeworldChats(50, ["pair"], seed=14)
+    assert source.sample(0).meta["scene"] == 1  # scene 0 has no pair conversation
+    assert source.sample(0).turns == source.sample(1).turns
+    with pytest.raises(ValueError, match=r"none of the 1 scenes has a conversation of the kinds \['pair'\]"):
+        ShapeworldChats(1, ["pair"], seed=14).sample(0)
+
+
 def reversed_truth(source: ShapeworldChats, calls: list[int]):
     """A proposer whose object k is the scene's ground-truth object n-1-k (boxes exact)."""
 
