@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from glee_core.modeling.decoder import DenoisingQueries
@@ -102,15 +103,19 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
 
 def param_groups(model: GleeModel, config: TrainConfig) -> list[dict]:
     """AdamW groups: backbone at ``lr × backbone_lr_mult``, text tower at ``lr × text_lr_mult``; no weight decay
-    on norms, biases and embeddings."""
+    on one-dimensional parameters (norms, biases) and ``nn.Embedding`` tables (the official recipe's
+    ``WEIGHT_DECAY_NORM`` / ``WEIGHT_DECAY_EMBED`` 0: queries, denoising label encoders, token embeddings)."""
     multipliers = {"backbone": config.optim.backbone_lr_mult, "text_encoder": config.optim.text_lr_mult}
     groups: dict[tuple[float, float], list] = defaultdict(list)
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        lr = config.optim.lr * multipliers.get(name.split(".")[0], 1.0)
-        no_decay = param.dim() <= 1 or "embed" in name.split(".")[-2:][0] or "norm" in name
-        groups[(lr, 0.0 if no_decay else config.optim.weight_decay)].append(param)
+    seen: set[int] = set()  # a parameter shared by two modules goes in one group
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(prefix=module_name, recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            lr = config.optim.lr * multipliers.get(name.split(".")[0], 1.0)
+            no_decay = param.dim() <= 1 or isinstance(module, nn.Embedding)
+            groups[(lr, 0.0 if no_decay else config.optim.weight_decay)].append(param)
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
 
 

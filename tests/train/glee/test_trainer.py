@@ -93,6 +93,12 @@ def test_freeze_and_param_groups(tmp_path):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(p.numel() for g in groups for p in g["params"]) == trainable
     assert {g["weight_decay"] for g in groups} == {0.0, 0.05}
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    predictor = model.predictor
+    assert decay[id(predictor.coco_label_enc.weight)] == decay[id(model.pn_indicator.weight)] == 0.0  # nn.Embedding
+    assert decay[id(predictor.decoder.layers[0].linear1.bias)] == 0.0
+    level_embed = model.pixel_decoder.transformer.level_embed  # an nn.Parameter, decayed as in the official code
+    assert decay[id(predictor.decoder.layers[0].linear1.weight)] == decay[id(level_embed)] == 0.05
     with pytest.raises(ValueError, match="no parameter starts with 'backbonez'"):
         build_model(_config(tmp_path, model={"preset": "nano", "freeze": ["backbonez"]}))
 
