@@ -80,6 +80,11 @@ def test_missing_image(split_dir):
         read_reasonseg(split_dir)
 
 
+def test_upper_case_image_suffix(split_dir):
+    (split_dir / "scene0123_00_4.png").rename(split_dir / "scene0123_00_4.PNG")
+    assert read_reasonseg(split_dir)[1].image_path == split_dir / "scene0123_00_4.PNG"
+
+
 def test_image_without_json(split_dir, make_image):
     make_image(split_dir / "lonely.jpg")
     with pytest.raises(DatasetFormatError, match=r"lonely.jpg: image lonely: no annotation lonely.json beside it"):

@@ -71,7 +71,10 @@ def _with(index, **changes) -> dict:
     (_with(1, segmentations=[None, {"size": [6, 4], "counts": [24]}]), r"annotations\[1\] \(id 18\): 'segmentations'\[1\] RLE size \[6, 4\] does not match"),
     (_with(0, video_id=9), r"annotations\[0\] \(id 17\): video_id 9 is not in 'videos'"),
     (_with(0, category_id=1), r"annotations\[0\] \(id 17\): category_id 1 is not in 'categories'"),
-], ids=["bboxes_length", "segmentations_length", "areas_length", "bbox_three_numbers", "rle_size", "unknown_video", "unknown_category"])
+    (_with(0, bboxes=[0, None, None]), r"annotations\[0\] \(id 17\): 'bboxes'\[0\] must be"),  # not "absent"
+    (_with(0, segmentations=["", None, None]), r"annotations\[0\] \(id 17\): 'segmentations'\[0\]"),
+], ids=["bboxes_length", "segmentations_length", "areas_length", "bbox_three_numbers", "rle_size", "unknown_video",
+        "unknown_category", "zero_box", "empty_string_segmentation"])
 def test_malformed_annotations(ytvis, data, problem):
     json_path, root = ytvis(data)
     with pytest.raises(DatasetFormatError, match=r"train.json: " + problem):
@@ -83,6 +86,14 @@ def test_file_names_not_matching_length(ytvis):
     data["videos"][0]["length"] = 4
     json_path, root = ytvis(data)
     with pytest.raises(DatasetFormatError, match=r"videos\[0\] \(id 5\): 'file_names' has 3 entries, 'length' is 4"):
+        read_ytvis(json_path, root)
+
+
+def test_video_size_must_be_positive(ytvis):
+    data = ytvis_data()
+    data["videos"][0]["height"] = 0
+    json_path, root = ytvis(data)
+    with pytest.raises(DatasetFormatError, match=r"videos\[0\] \(id 5\): image size must be positive, got height 0"):
         read_ytvis(json_path, root)
 
 

@@ -88,6 +88,31 @@ def parse_categories(where: Where, data: dict) -> tuple[dict[int, str], dict[int
     return names, info
 
 
+def parse_size(where: Where, record: dict) -> tuple[int, int]:
+    """``(height, width)`` of an image or video record, both positive."""
+    height, width = where.field(record, "height", int), where.field(record, "width", int)
+    if height <= 0 or width <= 0:
+        raise where.error(f"image size must be positive, got height {height}, width {width}")
+    return height, width
+
+
+def parse_annotation_ids(where: Where, ann: dict, seen: set[int], parents: dict, parent_key: str,
+                         categories: dict[int, str]) -> tuple[int, int, int]:
+    """``(id, parent id, category_id)`` of an annotation: its id new (added to ``seen``), its ``parent_key``
+    (``image_id`` / ``video_id``) one of ``parents`` and its category one of ``categories``."""
+    ann_id = where.field(ann, "id", int)
+    if ann_id in seen:
+        raise where.error(f"duplicate annotation id {ann_id}")
+    seen.add(ann_id)
+    parent_id = where.field(ann, parent_key, int)
+    if parent_id not in parents:
+        raise where.error(f"{parent_key} {parent_id} is not in '{parent_key.split('_')[0]}s'")
+    category_id = where.field(ann, "category_id", int)
+    if category_id not in categories:
+        raise where.error(f"category_id {category_id} is not in 'categories'")
+    return ann_id, parent_id, category_id
+
+
 def read_instances(
     json_path: str | Path,
     image_root: str | Path,
@@ -108,9 +133,7 @@ def read_instances(
         image_id = img_where.field(img, "id", int)
         if image_id in images:
             raise img_where.error(f"duplicate image id {image_id}")
-        height, width = img_where.field(img, "height", int), img_where.field(img, "width", int)
-        if height <= 0 or width <= 0:
-            raise img_where.error(f"image size must be positive, got height {height}, width {width}")
+        height, width = parse_size(img_where, img)
         image_path = image_root / image_file(img_where, img)
         if check_images:
             img_where.require_image(image_path)
@@ -119,16 +142,7 @@ def read_instances(
 
     ann_ids: set[int] = set()
     for ann_where, ann in records(top, data, "annotations"):
-        ann_id = ann_where.field(ann, "id", int)
-        if ann_id in ann_ids:
-            raise ann_where.error(f"duplicate annotation id {ann_id}")
-        ann_ids.add(ann_id)
-        image_id = ann_where.field(ann, "image_id", int)
-        if image_id not in images:
-            raise ann_where.error(f"image_id {image_id} is not in 'images'")
-        category_id = ann_where.field(ann, "category_id", int)
-        if category_id not in categories:
-            raise ann_where.error(f"category_id {category_id} is not in 'categories'")
+        ann_id, image_id, category_id = parse_annotation_ids(ann_where, ann, ann_ids, images, "image_id", categories)
         image = images[image_id]
         image.instances.append(Instance(
             box=parse_box(ann_where.field(ann, "bbox", list), ann_where),

@@ -6,6 +6,7 @@ cp1252 (some official files are not UTF-8). Only LISA's keys are read: ``text`` 
 """
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,13 @@ ENCODINGS = ("utf-8", "cp1252")
 
 
 def _image_for(json_path: Path, where: Where) -> Path:
+    """The image beside ``json_path``: its stem with an image suffix in any case (``a.jpg``, ``a.JPG``)."""
+    found = {p.suffix.lower(): p for p in sorted(json_path.parent.glob(f"{glob.escape(json_path.stem)}.*"))
+             if p.stem == json_path.stem and p.is_file()}
+    for suffix in IMAGE_SUFFIXES:
+        if suffix in found:
+            return found[suffix]
     candidates = [json_path.with_suffix(suffix) for suffix in IMAGE_SUFFIXES]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
     raise MissingImageError(where.record, candidates[0], json_path, also_tried=tuple(candidates[1:]))
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from train.data.readers._fields import Where, load_json, records
-from train.data.readers._instances import parse_box, parse_categories, parse_segmentation
+from train.data.readers._instances import (parse_annotation_ids, parse_box, parse_categories, parse_segmentation,
+                                           parse_size)
 from train.data.records import VideoRecord, VideoTrack
 
 
@@ -20,7 +21,7 @@ def _per_frame(where: Where, ann: dict, key: str, length: int, parse: Callable[[
     values = where.field(ann, key, list)
     if len(values) != length:
         raise where.error(f"{key!r} has {len(values)} entries, the video's length is {length}")
-    return [parse(v, f"{key!r}[{t}]") if v else None for t, v in enumerate(values)]
+    return [None if v is None or v == [] or v == {} else parse(v, f"{key!r}[{t}]") for t, v in enumerate(values)]
 
 
 def read_ytvis(
@@ -38,7 +39,7 @@ def read_ytvis(
         video_id = where.field(video, "id", int)
         if video_id in videos:
             raise where.error(f"duplicate video id {video_id}")
-        height, width = where.field(video, "height", int), where.field(video, "width", int)
+        height, width = parse_size(where, video)
         length = where.field(video, "length", int)
         file_names = where.items(video, "file_names", str)
         if len(file_names) != length:
@@ -51,16 +52,7 @@ def read_ytvis(
 
     ann_ids: set[int] = set()
     for where, ann in records(top, data, "annotations"):
-        ann_id = where.field(ann, "id", int)
-        if ann_id in ann_ids:
-            raise where.error(f"duplicate annotation id {ann_id}")
-        ann_ids.add(ann_id)
-        video_id = where.field(ann, "video_id", int)
-        if video_id not in videos:
-            raise where.error(f"video_id {video_id} is not in 'videos'")
-        category_id = where.field(ann, "category_id", int)
-        if category_id not in categories:
-            raise where.error(f"category_id {category_id} is not in 'categories'")
+        ann_id, video_id, category_id = parse_annotation_ids(where, ann, ann_ids, videos, "video_id", categories)
         video = videos[video_id]
         length = len(video.frame_paths)
         segmentations = _per_frame(
