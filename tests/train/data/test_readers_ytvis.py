@@ -81,19 +81,15 @@ def test_malformed_annotations(ytvis, data, problem):
         read_ytvis(json_path, root)
 
 
-def test_file_names_not_matching_length(ytvis):
+@pytest.mark.parametrize("key, value, problem", [
+    ("length", 4, r"'file_names' has 3 entries, 'length' is 4"),
+    ("height", 0, r"image size must be positive, got height 0"),
+])
+def test_malformed_videos(ytvis, key, value, problem):
     data = ytvis_data()
-    data["videos"][0]["length"] = 4
+    data["videos"][0][key] = value
     json_path, root = ytvis(data)
-    with pytest.raises(DatasetFormatError, match=r"videos\[0\] \(id 5\): 'file_names' has 3 entries, 'length' is 4"):
-        read_ytvis(json_path, root)
-
-
-def test_video_size_must_be_positive(ytvis):
-    data = ytvis_data()
-    data["videos"][0]["height"] = 0
-    json_path, root = ytvis(data)
-    with pytest.raises(DatasetFormatError, match=r"videos\[0\] \(id 5\): image size must be positive, got height 0"):
+    with pytest.raises(DatasetFormatError, match=r"videos\[0\] \(id 5\): " + problem):
         read_ytvis(json_path, root)
 
 

@@ -132,14 +132,16 @@ def test_sigkill_then_resume_continues_the_loss_curve(tmp_path):
     out = tmp_path / "cut" / "run"
     process = subprocess.Popen(one_process(config), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not (out / "metrics.jsonl").is_file() or len(losses(out)) < 5:
+    while not (out / "metrics.jsonl").is_file() or len(losses(out)) < 5:
         assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "the run made no 5 steps in 240 s"
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = max(losses(out))
     resumed_from = int(checkpoints(out)[-1].name.split("-")[1])
     assert killed_at - resumed_from <= every  # at most one save interval lost
+    assert resumed_from < steps, "killed after the last save: nothing left to resume"
     run(one_process(config))
     resumed = losses(out)
     assert sorted(resumed) == list(range(1, steps + 1))
