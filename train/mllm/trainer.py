@@ -4,8 +4,10 @@ Step ``s`` of process ``r`` (of ``n``), micro-batch ``m`` (of ``grad_accum``) tr
 ``s·G + (r·grad_accum + m)·B + j`` (``B`` = ``batch_size``, ``G`` = B·grad_accum·n, j < B) and seeds torch with
 (seed, s, r·grad_accum + m): a step's data and randomness depend only on the step, so a resumed run continues
 exactly and n processes match one process with n× the accumulation. Every ``save_every`` steps
-``checkpoint-<step>/`` is written atomically (model, optimizer, scheduler, RNG via ``accelerator.save_state``
-plus ``trainer_state.pt``), the last ``keep_last`` are kept, and a rerun resumes from the newest. Progress:
+``checkpoint-<step>/`` is written atomically (model, optimizer, RNG via ``accelerator.save_state``, plus
+``trainer_state.pt``: step, history, scheduler, read with ``weights_only=True``), the last ``keep_last`` are kept,
+and a rerun resumes from the newest. Under DeepSpeed its engine reads its own checkpoint files with pickle: resume
+only from checkpoints you wrote. Progress:
 tqdm (loss terms, samples/s, tokens/s), ``metrics.jsonl`` (one row per logged step), ``loss_curve.png``, and
 every ``validation.every`` steps ``validation.jsonl`` (ReasonSeg gIoU / cIoU of generated answers, via ``eval``).
 At the end the model is exported (LoRA merged, reload verified) to ``output_dir/model``.
@@ -283,7 +285,6 @@ class MllmTrainer:
         if glee is not None:
             glee.to(self.accelerator.device)
         attach_proposer(source, self.unwrapped)
-        self.accelerator.register_for_checkpointing(self.scheduler)
         self.step = 0
         self.history: list[dict] = []
         self.validation = self._validation_benchmark()
@@ -339,7 +340,7 @@ class MllmTrainer:
             acc.wait_for_everyone()  # tmp exists for every process
             acc.save_state(str(tmp))
             acc.wait_for_everyone()
-            torch.save({"step": self.step, "history": json.dumps(self.history),
+            torch.save({"step": self.step, "history": json.dumps(self.history), "scheduler": self.scheduler.state_dict(),
                         "config": json.dumps(self.config.to_dict())}, tmp / STATE_NAME)
 
         if acc.is_main_process:
@@ -360,6 +361,7 @@ class MllmTrainer:
             return False
         state = load_trainer_state(found[-1])
         self.accelerator.load_state(str(found[-1]))
+        self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.history = json.loads(state["history"])
         if self.accelerator.is_main_process:  # metrics.jsonl as of the checkpoint

@@ -71,6 +71,7 @@ def test_one_process_zero2_trains_validates_checkpoints_and_exports(tmp_path):
     assert {"ce", "mask_bce", "mask_dice", "select", "pointer", "lr"} <= set(rows[0])
     assert (out / "loss_curve.png").stat().st_size > 0
     assert [p.name for p in checkpoints(out)] == ["checkpoint-00000003"]  # keep_last 1
+    assert not list(checkpoints(out)[0].glob("custom_checkpoint_*"))  # nothing that loads only with pickle
     assert load_gleellm(out / "model").processor.tokenizer.pad_token == "[PAD]"
 
 
