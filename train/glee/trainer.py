@@ -163,6 +163,9 @@ class GleeTrainer:
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        if config.loss.glee_weight == 0 and self.accelerator.num_processes > 1:
+            raise ValueError("loss.glee_weight 0 (backbone pretraining) runs the backbone outside the distributed "
+                             "model, whose gradients would then not be averaged: train it in one process")
         torch.manual_seed(config.seed)
         model = model if model is not None else build_model(config)
         groups = param_groups(model, config)
@@ -376,16 +379,16 @@ class GleeTrainer:
             generator = torch.Generator(device=acc.device).manual_seed(config.seed * 1_000_003 + step)
             batches = self._batches(next(stream), rng)
             losses = self.batch_losses(batches, generator)
+            value = float(losses["loss"].detach())
+            if not math.isfinite(value):  # before the step: the weights (and the last checkpoint) stay finite
+                raise FloatingPointError(f"loss became {value} at step {step}; lower optim.lr or check the data")
             self.optimizer.zero_grad(set_to_none=True)
             acc.backward(losses["loss"])
-            if config.optim.grad_clip > 0:
-                acc.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+            if config.optim.grad_clip > 0:  # every optimised parameter, the region head's too
+                acc.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], config.optim.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            value = float(losses["loss"].detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at step {step}; lower optim.lr or check the data")
             window.append(value)
             bar.update(1)
             if self.step % config.log_every == 0 or self.step == config.steps:

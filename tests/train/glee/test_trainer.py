@@ -63,6 +63,21 @@ def test_resume_continues_exactly(tmp_path, scenes):
     assert [s for s, _ in resumed.history["train"]] == [1, 2, 3, 4]
 
 
+def test_a_non_finite_loss_stops_before_the_weights_change(tmp_path, scenes, monkeypatch):
+    trainer = GleeTrainer(_config(tmp_path), scenes, model=_seeded_model())
+    before = {k: v.detach().clone() for k, v in trainer.unwrapped.named_parameters()}
+    real = trainer.batch_losses
+
+    def nan_loss(batches, generator):
+        losses = real(batches, generator)
+        return {**losses, "loss": losses["loss"] * float("nan")}
+
+    monkeypatch.setattr(trainer, "batch_losses", nan_loss)
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0; lower optim.lr"):
+        trainer.train()
+    assert all(torch.equal(before[k], v) for k, v in trainer.unwrapped.named_parameters())
+
+
 def test_data_workers_make_the_same_samples(tmp_path):
     source = ShapeworldSource(task_weights={"detection": 1.0, "referring": 1.0, "visual": 1.0})
     inline = GleeTrainer(_config(tmp_path / "a"), source, model=_seeded_model())
