@@ -17,6 +17,7 @@ def save_atomically(directory: str | Path, write: Callable[[Path], None]) -> Pat
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     old = directory.with_name(directory.name + ".old")
+    recover_interrupted(directory)
     for leftover in (tmp, old):
         if leftover.exists():
             shutil.rmtree(leftover)
@@ -28,6 +29,15 @@ def save_atomically(directory: str | Path, write: Callable[[Path], None]) -> Pat
     if old.exists():
         shutil.rmtree(old)
     return directory
+
+
+def recover_interrupted(directory: str | Path) -> None:
+    """Put ``directory`` back from ``<directory>.old`` when a save was killed between its two renames (the new
+    checkpoint never arrived; the previous one is complete)."""
+    directory = Path(directory)
+    old = directory.with_name(directory.name + ".old")
+    if not directory.exists() and (old / STATE_NAME).is_file():
+        old.rename(directory)
 
 
 def load_trainer_state(directory: str | Path) -> dict:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from glee_core.modeling.decoder import DenoisingQueries
 from glee_core.modeling.glee import GleeModel
-from train.checkpointing import LAST, STATE_NAME, load_trainer_state, save_atomically
+from train.checkpointing import LAST, STATE_NAME, load_trainer_state, recover_interrupted, save_atomically
 from train.curves import save_loss_curve
 from train.glee.collate import GleeBatch, collate
 from train.glee.config import TrainConfig
@@ -303,6 +303,7 @@ class GleeTrainer:
     def resume(self) -> bool:
         """Load ``output_dir/checkpoint-last`` if it exists; True when resumed."""
         directory = self.output_dir / LAST
+        recover_interrupted(directory)
         if not directory.is_dir():
             return False
         state = load_trainer_state(directory)

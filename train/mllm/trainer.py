@@ -440,6 +440,9 @@ class MllmTrainer:
         resumes). Exports the model at the end of the schedule when ``config.export``."""
         config, acc = self.config, self.accelerator
         last = config.steps if stop_after is None else min(stop_after, config.steps)
+        if not resume and checkpoints(self.output_dir):  # they would outrank this run's own at the next resume
+            raise ValueError(f"{self.output_dir} holds checkpoints of an earlier run ({checkpoints(self.output_dir)[-1].name}"
+                             "): resume it, or start this one in another output_dir")
         if not (resume and self.resume()) and acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "metrics.jsonl").write_text("")

@@ -1,8 +1,10 @@
 """The learning-proof recipe runs through the trainer: shrunk, it lowers the token loss, sends no [SEG] through
-GLEE before ``glee_from_step``, trains on captions of precomputed proposals, and exports a loadable model."""
+GLEE before ``glee_from_step``, trains on captions of precomputed proposals, and exports a loadable model; a fresh
+start over its checkpoints is refused."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mllm.io import load_gleellm
@@ -31,3 +33,5 @@ def test_shrunk_proof_recipe_learns_and_exports(tmp_path):
     loaded = load_gleellm(result.model_dir)
     assert loaded.processor.tokenizer.get_vocab() == trainer.unwrapped.processor.tokenizer.get_vocab()
     assert loaded.config.object_categories == cfg.model.object_categories
+    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(checkpoint-00000024\): resume"):
+        trainer.train(resume=False)
