@@ -55,6 +55,9 @@ def ask(
             table.add_column(column)
         for i, span in enumerate(answer.segments):
             det = span.detections
+            if det is None:  # a [SEG] the model's hidden states gave no mask for
+                table.add_row(str(i), span.phrase, "-", "-")
+                continue
             table.add_row(str(i), span.phrase, f"{det.scores[0]:.3f}", ", ".join(f"{v:.0f}" for v in det.boxes[0]))
         console.print(table)
     cited = answer.cited_objects()

@@ -68,6 +68,10 @@ def user_text(question: str, num_objects: int, first_turn: bool, image_placehold
     Users write ``<image>`` or nothing."""
     if IMAGE_TOKEN in question and not first_turn:
         raise ValueError(f"{IMAGE_TOKEN} may only appear in the first question")
+    for token in (SEG_TOKEN, OBJECT_SLOT):
+        if token in question:
+            raise ValueError(f"the question contains {token}, a token gleekit places itself ({SEG_TOKEN}: a mask "
+                             f"in an answer, {OBJECT_SLOT}: an object's content); write it differently")
     if first_turn:
         question = question.replace(IMAGE_TOKEN, "").strip()
         if not num_objects:

@@ -39,6 +39,8 @@ def test_user_text_places_image_and_objects_first():
     ([], "at least one"),
     ([("a", None), ("b", "c")], "only the last turn"),
     ([("a", "b"), ("<image> again", "c")], "only appear in the first question"),
+    ([("Segment [SEG] please", None)], r"the question contains \[SEG\], a token gleekit places itself"),
+    ([("a", "b"), ("and <object>?", None)], "the question contains <object>"),
 ])
 def test_bad_conversations(model, image, turns, message):
     with pytest.raises(ValueError, match=message):
