@@ -20,7 +20,8 @@ def serve(
                                           "no file access, only data: URLs and handles."),
     allow_urls: bool = typer.Option(False, help="Let tools download http(s) images."),
     model: str = typer.Option("nano", help="Model folder or bundled name."),
-    host: str = typer.Option("127.0.0.1", help="streamable-http: interface to listen on."),
+    host: str = typer.Option("127.0.0.1", help="streamable-http: interface to listen on (the clients of one "
+                             "server share its object handles: serve one user)."),
     port: int = typer.Option(8765, min=1, max=65535, help="streamable-http: port."),
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds one tool call may run."),
     max_image_pixels: int = typer.Option(25_000_000, min=1, help="Largest accepted image (width x height)."),

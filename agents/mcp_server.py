@@ -5,7 +5,9 @@ the overlay PNG as image content when asked for, and the full result as structur
 failure — unknown tool, malformed arguments, a file outside the allowed folders, a timeout, a crash —
 is a result with ``is_error=True`` and the typed error text, never a protocol error or a dead server.
 
-Run it with ``gleekit serve`` (stdio by default; ``--transport streamable-http`` for HTTP).
+Run it with ``gleekit serve`` (stdio by default; ``--transport streamable-http`` for HTTP). One server is one
+toolkit: its handles are shared by every client (MCP requests carry no lasting session to separate them by), so
+an HTTP server is for one user; it listens on 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
 

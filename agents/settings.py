@@ -22,7 +22,8 @@ class Limits:
         max_video_frames: frames of one video.
         max_objects: objects returned per image (a larger ``max_objects`` argument is capped to it).
         timeout_s: seconds one call may run before it is answered with a ``timeout`` error.
-        max_handles: image/object/overlay handles kept per session (least recently used dropped first).
+        max_handles: image/object/overlay handles kept per toolkit (least recently used dropped first); one
+            ``gleekit serve`` process is one toolkit, shared by all its clients.
         handle_ttl_s: seconds a handle lives after its last use.
     """
 
