@@ -170,12 +170,18 @@ class GleeToolkit:
         """``describer``: optional ``(image, record) -> text`` (see :data:`Describer`); only with one is the
         ``describe`` tool published. ``rejection``: a referring :class:`~glee_core.rejection.RejectionCalibrator`
         (or its JSON file, from ``gleekit eval calibrate-refer`` on this model): refer results then carry the
-        calibrated ``match_probability`` and report no object when it is below the calibration's threshold."""
+        calibrated ``match_probability`` and report no object when it is below the calibration's threshold;
+        with a ``model`` loaded by name or folder, a calibration fit for other weights is refused (ValueError)."""
         self.rejection = _referring_calibrator(rejection)
         if predictor is None:
+            from glee_core.checkpoint import weights_sha256
+            from glee_core.modeling.glee import bundled_model_dir
             from glee_core.predictor import GleePredictor
 
             predictor = GleePredictor.from_pretrained(model)
+            folder = Path(model) if Path(model).exists() else bundled_model_dir(str(model))
+            if self.rejection is not None and folder is not None:
+                self.rejection.check_model(weights_sha256([folder]))
         self.predictor = predictor
         self.limits = limits or Limits()
         self.access = Access.of(allowed_roots, allow_urls)

@@ -7,14 +7,13 @@ published. ``allow_incomplete=True`` evaluates anyway and the report says so lou
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from glee_core.checkpoint import CheckpointError, LoadReport
+from glee_core.checkpoint import CheckpointError, LoadReport, weights_sha256
 
 INCOMPLETE_FLAG = "--allow-incomplete-weights"
 # LISA's fixed validation prompts (LISA.md §11): short phrases and long sentences.
@@ -130,17 +129,6 @@ def load_agent_model(glee: EvalModel, agent: str, *, base_url: str | None = None
     source = f"{agent} at {chat.base_url} (at most {max_steps} steps) over {glee.source}"
     return EvalModel("agent", ReasoningAgent(chat, GleeToolkit(glee.predictor), max_steps), source, glee.sha256,
                      glee.complete, glee.load_summary)
-
-
-def weights_sha256(paths: list[Path]) -> str:
-    """sha256 over the bytes of ``paths`` in sorted order (folders: every file in them)."""
-    digest = hashlib.sha256()
-    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
-    for file in files:
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check(report: LoadReport | None, source: str, allow_incomplete: bool) -> tuple[bool, str]:

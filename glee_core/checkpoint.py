@@ -6,6 +6,7 @@ with ``glee.``; our module tree is the official one without that prefix. Files a
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,3 +156,15 @@ def state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
         out[name] = tensor.detach().clone().contiguous() if ptr in seen else tensor.detach().contiguous()
         seen.add(ptr)
     return out
+
+
+def weights_sha256(paths: list[Path]) -> str:
+    """sha256 over the bytes of ``paths`` in sorted order (folders: every file in them): the fingerprint that
+    evaluation reports and calibrations (:class:`glee_core.rejection.RejectionCalibrator`) are tied to."""
+    digest = hashlib.sha256()
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    for file in files:
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

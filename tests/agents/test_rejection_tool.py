@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from agents.core import GleeToolkit
+from glee_core.checkpoint import weights_sha256
+from glee_core.modeling.glee import bundled_model_dir
 from glee_core.rejection import RejectionCalibrator, prediction_features
 
 
@@ -46,6 +48,15 @@ def test_below_the_threshold_no_object_is_returned(toolkit, image_root, plain, t
 def test_a_category_calibration_is_refused_for_refer(toolkit):
     with pytest.raises(ValueError, match="fit for referring expressions"):
         GleeToolkit(toolkit.predictor, rejection=_calibrator(0.5, prompt="category"))
+
+
+def test_a_calibration_for_other_weights_is_refused_when_the_model_is_loaded_by_name():
+    other = _calibrator(0.5)
+    other.model, other.model_sha256 = "lite", "ab" * 32
+    with pytest.raises(ValueError, match=r"fit for lite \(weights sha256 abababababab…\), not for weights"):
+        GleeToolkit(model="nano", rejection=other)
+    other.model_sha256 = weights_sha256([bundled_model_dir("nano")])
+    GleeToolkit(model="nano", rejection=other).close()
 
 
 def test_features_of_a_referring_prediction():
