@@ -143,11 +143,17 @@ class ToolOutcome:
     text: str
     result: BaseModel | None = None
     error: ToolError | None = None
-    overlay_png: bytes | None = field(default=None, repr=False)
+    overlays: tuple[bytes, ...] = field(default=(), repr=False)
+    """The PNG of every overlay the result names (one per image result of a grouped call)."""
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def overlay_png(self) -> bytes | None:
+        """The overlay of a one-image result (None for no overlay or a grouped result)."""
+        return self.overlays[0] if isinstance(self.result, ImageResult) and self.overlays else None
 
     def structured(self) -> dict[str, Any]:
         """The full result as JSON-ready data (``{"error": {"type", "message"}}`` for a failure)."""
@@ -201,35 +207,35 @@ class GleeToolkit:
 
     # ------------------------------------------------------------------ typed Python API (raises ToolError)
     def detect(self, **arguments: Any) -> ImageResult | GroupedResult:
-        return self._run("detect", arguments)[0]
+        return self._run("detect", arguments)
 
     def segment(self, **arguments: Any) -> ImageResult | GroupedResult:
-        return self._run("segment", arguments)[0]
+        return self._run("segment", arguments)
 
     def refer(self, **arguments: Any) -> ImageResult | GroupedResult:
-        return self._run("refer", arguments)[0]
+        return self._run("refer", arguments)
 
     def visual_prompt(self, **arguments: Any) -> ImageResult:
-        return self._run("visual_prompt", arguments)[0]
+        return self._run("visual_prompt", arguments)
 
     def track(self, **arguments: Any) -> TrackResult:
-        return self._run("track", arguments)[0]
+        return self._run("track", arguments)
 
     def select(self, **arguments: Any) -> SelectResult:
-        return self._run("select", arguments)[0]
+        return self._run("select", arguments)
 
     def refine(self, **arguments: Any) -> ImageResult:
-        return self._run("refine", arguments)[0]
+        return self._run("refine", arguments)
 
     def crop(self, **arguments: Any) -> CropResult:
-        return self._run("crop", arguments)[0]
+        return self._run("crop", arguments)
 
     def compare(self, **arguments: Any) -> CompareResult:
-        return self._run("compare", arguments)[0]
+        return self._run("compare", arguments)
 
     def describe(self, **arguments: Any) -> DescribeResult:
         """Only with a ``describer`` (else a ``bad_argument`` error)."""
-        return self._run("describe", arguments)[0]
+        return self._run("describe", arguments)
 
     def overlay(self, handle: str) -> bytes:
         """The PNG bytes of an overlay handle (``ovl_N``)."""
@@ -243,8 +249,8 @@ class GleeToolkit:
     def call(self, tool: str, arguments: Mapping[str, Any] | str | None) -> ToolOutcome:
         """Run ``tool`` on raw ``arguments`` (a mapping or a JSON object string); never raises."""
         try:
-            result, png = self._run(tool, arguments)
-            return ToolOutcome(tool, result.summary, result=result, overlay_png=png)
+            result = self._run(tool, arguments)
+            return ToolOutcome(tool, result.summary, result=result, overlays=self._overlays(result))
         except ToolError as error:
             return ToolOutcome(tool, str(error), error=error)
         except Exception:  # noqa: BLE001 — the model sees a generic message, the log the details
@@ -265,7 +271,7 @@ class GleeToolkit:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ internals
-    def _run(self, tool: str, arguments: Any) -> tuple[BaseModel, bytes | None]:
+    def _run(self, tool: str, arguments: Any) -> BaseModel:
         args = self.parse(tool, arguments)
         deadline = time.monotonic() + self.limits.timeout_s
         future = self._worker.submit(self._operations[tool], args, deadline)
@@ -275,8 +281,12 @@ class GleeToolkit:
             future.cancel()  # a call still queued behind a slow one never runs
             raise Timeout(f"the {tool!r} call took longer than {self.limits.timeout_s:g} s; try a smaller image, "
                           "fewer categories or fewer frames") from None
-        png = self.overlay(result.overlay) if isinstance(result, ImageResult) and result.overlay else None
-        return result, png
+        return result
+
+    def _overlays(self, result: BaseModel) -> tuple[bytes, ...]:
+        """The PNGs of the overlays ``result`` names: its own, or each of a grouped result's."""
+        results = result.results if isinstance(result, GroupedResult) else [result]
+        return tuple(self.overlay(r.overlay) for r in results if isinstance(r, ImageResult) and r.overlay)
 
     def _check_texts(self, texts: list[str], what: str) -> None:
         for text in texts:

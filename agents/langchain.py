@@ -2,7 +2,8 @@
 
 Each tool has the core's pydantic ``args_schema`` (so ``bind_tools`` shows the model every field and its
 description) and ``response_format="content_and_artifact"``: the model reads the text summary, the
-application gets the full structured result (plus ``overlay_png`` bytes when an overlay was asked for)
+application gets the full structured result (plus ``overlay_pngs``, a list of PNG bytes, one per image result,
+when an overlay was asked for)
 as the ``ToolMessage.artifact``. Every failure — malformed arguments included — comes back as a
 ``ToolMessage`` with ``status="error"`` and the typed error text (``bad_argument: ...``), raised inside
 as ``ToolException`` and turned into the message by ``handle_tool_error``.
@@ -44,8 +45,8 @@ class GleeTool(BaseTool):
         if not outcome.ok:
             raise ToolException(outcome.text)
         artifact = outcome.structured()
-        if outcome.overlay_png is not None:
-            artifact["overlay_png"] = outcome.overlay_png
+        if outcome.overlays:
+            artifact["overlay_pngs"] = list(outcome.overlays)
         return outcome.text, artifact
 
 

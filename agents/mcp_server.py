@@ -1,7 +1,7 @@
 """gleekit's tools as an MCP server, on the official ``mcp`` SDK (2.x, low-level ``Server``).
 
 Tools are listed with the core's JSON schemas (input and output). A call answers with a text summary,
-the overlay PNG as image content when asked for, and the full result as structured content. Every
+the overlay PNGs as image content when asked for (one per image result), and the full result as structured content. Every
 failure — unknown tool, malformed arguments, a file outside the allowed folders, a timeout, a crash —
 is a result with ``is_error=True`` and the typed error text, never a protocol error or a dead server.
 
@@ -49,9 +49,8 @@ def build_server(toolkit: GleeToolkit) -> Server:
         content: list[Any] = [types.TextContent(text=outcome.text)]
         if not outcome.ok:
             return types.CallToolResult(content=content, is_error=True)
-        if outcome.overlay_png is not None:
-            content.append(types.ImageContent(data=base64.b64encode(outcome.overlay_png).decode("ascii"),
-                                              mime_type="image/png"))
+        content += [types.ImageContent(data=base64.b64encode(png).decode("ascii"), mime_type="image/png")
+                    for png in outcome.overlays]  # in the order of the result (and of a grouped one's results)
         return types.CallToolResult(content=content, structured_content=outcome.structured())
 
     return Server(SERVER_NAME, version=__version__, instructions=INSTRUCTIONS,

@@ -66,6 +66,8 @@ def test_segment_images_equals_separate_calls_in_two_batches(spy, images):
     assert spy.predictor.calls == [("predict", 2), ("predict", 1)]  # the two 256x256 inputs together
     handles = [r.image for r in result.results]
     assert len(set(handles)) == 3 and all(h.startswith("img_") for h in handles)
+    outcome = spy.call("segment", {"images": images[:2], "categories": ["circle"], "overlay": True})
+    assert [png[:4] for png in outcome.overlays] == [b"\x89PNG"] * 2 and outcome.overlay_png is None
     for grouped, handle in zip(result.results, handles):
         assert grouped.tool == "segment" and grouped.overlay.startswith("ovl_") and len(grouped.objects) == 4
         assert all(spy.object(o.id).image == handle for o in grouped.objects)  # every object has its handle

@@ -38,7 +38,7 @@ def test_tool_call_gives_summary_and_structured_artifact(tools):
                                                             "min_score": 0.0, "max_objects": 3, "overlay": True}))
     assert isinstance(message, ToolMessage) and message.status == "success" and message.tool_call_id == "call_1"
     assert message.content == message.artifact["summary"] and message.content.startswith("3 objects in img_")
-    assert len(message.artifact["objects"]) == 3 and message.artifact["overlay_png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(message.artifact["objects"]) == 3 and message.artifact["overlay_pngs"][0][:8] == b"\x89PNG\r\n\x1a\n"
     # Plain arguments (not a tool call) return the content only.
     assert tools["detect"].invoke({"image": "scene.png", "categories": ["circle"], "min_score": 1.0}).startswith("No ")
 
@@ -69,5 +69,5 @@ def test_example_agent_loop_runs_end_to_end(tmp_path):
     first, second = messages[2], messages[4]
     assert first.status == "success" and first.artifact["image"] == "img_1"
     assert second.status == "success" and second.artifact["image"] == "img_1"  # the handle was reused
-    assert len(second.artifact["objects"]) == 1 and second.artifact["overlay_png"]
+    assert len(second.artifact["objects"]) == 1 and len(second.artifact["overlay_pngs"]) == 1
     assert messages[-1].content == "I found the shapes and marked the largest one."
