@@ -116,13 +116,18 @@ def _referring_calibrator(rejection: RejectionCalibrator | str | Path | None) ->
     return calibrator
 
 
+def parse_json_arguments(text: str) -> Any:
+    """Tool-call arguments sent as JSON text → their value (``{}`` for blank text; ``BadArgument`` if not JSON)."""
+    try:
+        return json.loads(text) if text.strip() else {}
+    except (json.JSONDecodeError, RecursionError):
+        raise BadArgument("the arguments are not valid JSON") from None
+
+
 def validate_arguments(args_model: type[BaseModel], arguments: Mapping[str, Any] | str | None) -> BaseModel:
     """Raw arguments (a mapping, a JSON object string or None) → ``args_model`` (``BadArgument`` on any problem)."""
     if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except (json.JSONDecodeError, RecursionError):
-            raise BadArgument("the arguments are not valid JSON") from None
+        arguments = parse_json_arguments(arguments)
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, Mapping):

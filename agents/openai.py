@@ -10,6 +10,7 @@ returns the ``role: "tool"`` message to append: its content is JSON with ``summa
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Mapping
@@ -17,7 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents.core import TOOL_SPECS, GleeToolkit, ToolOutcome
+from agents.core import TOOL_SPECS, GleeToolkit, ToolOutcome, parse_json_arguments
+from agents.errors import BadArgument
 
 
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -76,12 +78,9 @@ def dispatch(tool_call: Any, toolkit: GleeToolkit) -> dict[str, Any]:
     name, arguments = _field(source, "name"), _field(source, "arguments")
     call_id = _field(tool_call, "id") or _field(tool_call, "call_id")
     if isinstance(arguments, str):
-        try:
-            parsed = json.loads(arguments) if arguments.strip() else {}
-        except (json.JSONDecodeError, RecursionError):
-            parsed = None
-        if isinstance(parsed, dict):
-            arguments = parsed  # else the core parses the text again and names the problem
+        with contextlib.suppress(BadArgument):  # else the core parses the text again and names the problem
+            parsed = parse_json_arguments(arguments)
+            arguments = parsed if isinstance(parsed, Mapping) else arguments
     outcome = toolkit.call(name if isinstance(name, str) else str(name), _without_nulls(arguments))
     return {"role": "tool", "tool_call_id": str(call_id) if call_id is not None else None,
             "content": tool_message_content(outcome)}

@@ -10,6 +10,7 @@ return a sentence describing the problem, or None, so other results formats (You
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection
 from numbers import Integral, Real
@@ -130,3 +131,13 @@ def group_results(results: list[dict], key: str, ids: list[int]) -> list[list[di
     for result in results:
         groups[result[key]].append(result)
     return list(groups.values())
+
+
+def save_results(records: list[list[dict]], path: str | Path) -> Path:
+    """Write the per-sample records as one flat JSON list of results (the format official evaluations and
+    :func:`load_results` read); returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump([result for record in records for result in record], handle)
+    return path

@@ -42,10 +42,7 @@ class ShapeworldVideoBenchmark(Benchmark):
 
     def score(self, records: list[dict]) -> EvalResult:
         scores = scores_from_sequences(records)
-        metrics = {"HOTA": scores.hota, "DetA": scores.det_a, "AssA": scores.ass_a, "IDF1": scores.idf1,
-                   "MOTA": scores.mota, "ID switches": float(scores.id_switches)}
-        rows = [(name, int(value) if name == "ID switches" else value) for name, value in metrics.items()]
-        return EvalResult(metrics=metrics, rows=rows,
+        return EvalResult(metrics=scores.metrics(), rows=scores.rows(),
                           counts={"videos": len(records), "frames": scores.num_frames,
                                   "true tracks": scores.num_gt_tracks, "predicted tracks": scores.num_pred_tracks})
 

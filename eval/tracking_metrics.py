@@ -40,6 +40,16 @@ class TrackingScores:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    def metrics(self) -> dict[str, float]:
+        """The benchmark metrics by their usual names (HOTA, DetA, AssA, IDF1, MOTA, IDSW)."""
+        return {"HOTA": self.hota, "DetA": self.det_a, "AssA": self.ass_a, "IDF1": self.idf1, "MOTA": self.mota,
+                "IDSW": float(self.id_switches)}
+
+    def rows(self, order: tuple[str, ...] = ("HOTA", "MOTA", "IDF1", "IDSW", "DetA", "AssA")) -> list[tuple]:
+        """Result-table rows of :meth:`metrics` in ``order`` (IDSW as an integer)."""
+        metrics = self.metrics()
+        return [(key, int(metrics[key]) if key == "IDSW" else metrics[key]) for key in order]
+
     def table(self) -> str:
         return (f"HOTA {self.hota:.3f} (DetA {self.det_a:.3f}, AssA {self.ass_a:.3f})  IDF1 {self.idf1:.3f}  "
                 f"MOTA {self.mota:.3f}  ID switches {self.id_switches}  "

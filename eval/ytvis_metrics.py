@@ -21,6 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
+from eval.coco_metrics import category_summaries, nan_if_undefined
 from eval.predictions import PredictionError, id_problem, rle_problem, score_problem
 
 RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
@@ -171,12 +172,8 @@ def ytvis_scores(gt: dict, results: list[dict]) -> YtvisScores:
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = {name: float(evaluator.stats[i]) for name, i in _STATS_INDEX.items()}
-    metrics = {name: stats[name] if stats[name] >= 0 else float("nan") for name in METRICS}
+    metrics = {name: nan_if_undefined(evaluator.stats[_STATS_INDEX[name]]) for name in METRICS}
     precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [IoU, recall, category] at area "all", 100 dets
-    per_category = {}
-    for k, category_id in enumerate(evaluator.params.catIds):
-        defined = precision[:, :, k][precision[:, :, k] > -1]
-        if defined.size:
-            per_category[names[category_id]] = float(defined.mean())
+    params = evaluator.params
+    per_category, _ = category_summaries(precision, params.iouThrs, params.recThrs, [names[c] for c in params.catIds])
     return YtvisScores(metrics, per_category, len(videos), len(gt_tracks), len(results))

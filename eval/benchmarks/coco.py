@@ -16,7 +16,7 @@ from typing import Any
 from eval.coco_metrics import IOU_TYPES, CocoScores, check_iou_type, coco_scores
 from eval.layout import first_existing
 from eval.models import EvalModel
-from eval.predictions import check_results, group_results
+from eval.predictions import check_results, group_results, save_results
 from eval.runner import Benchmark, EvalResult
 from glee_core.structures import Categories
 from train.data.readers import read_coco
@@ -98,11 +98,7 @@ class DetectionBenchmark(Benchmark):
 
     def write_predictions(self, records: list[list[dict[str, Any]]], path: Path) -> Path:
         """Write the results file (a JSON list of result dicts, the format the official evaluation reads)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump([result for record in records for result in record], handle)
-        return path
+        return save_results(records, path)
 
 
 class CocoBenchmark(DetectionBenchmark):

@@ -60,12 +60,9 @@ class MotBenchmark(Benchmark):
 
     def score(self, records: list[MotRecord]) -> EvalResult:
         scores, boxes = self._trackeval(records)
-        metrics = {"HOTA": scores.hota, "DetA": scores.det_a, "AssA": scores.ass_a, "IDF1": scores.idf1,
-                   "MOTA": scores.mota, "IDSW": float(scores.id_switches)}
         counts = {"sequences": len(records), "frames": scores.num_frames, "gt_tracks": scores.num_gt_tracks,
                   "pred_tracks": scores.num_pred_tracks, **boxes}
-        order = ("HOTA", "MOTA", "IDF1", "IDSW", "DetA", "AssA")
-        return EvalResult(metrics=metrics, counts=counts, rows=[(key, int(metrics[key]) if key == "IDSW" else metrics[key]) for key in order])
+        return EvalResult(metrics=scores.metrics(), counts=counts, rows=scores.rows())
 
     def settings(self) -> dict[str, Any]:
         return {"data_root": str(self.data_root), "split": self.split, "rules": self.rules,

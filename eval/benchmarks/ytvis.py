@@ -12,7 +12,7 @@ from typing import Any
 
 from eval.layout import first_existing
 from eval.models import EvalModel
-from eval.predictions import group_results
+from eval.predictions import group_results, save_results
 from eval.runner import Benchmark, EvalResult
 from eval.ytvis_metrics import AREA_RANGES, check_ytvis_results, ytvis_scores
 from glee_core.structures import Categories
@@ -85,8 +85,4 @@ class YtvisBenchmark(Benchmark):
 
     def write_predictions(self, records: list[list[dict[str, Any]]], path: Path) -> Path:
         """``<path>/results.json``: the submission list (zip it for the CodaLab server); returns the file."""
-        file = Path(path) / "results.json"
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with open(file, "w", encoding="utf-8") as handle:
-            json.dump([result for record in records for result in record], handle)
-        return file
+        return save_results(records, Path(path) / "results.json")

@@ -26,7 +26,7 @@ def test_nano_tracks_held_out_videos():
     scores = result.metrics
     assert result.counts["frames"] == 36 and result.counts["true tracks"] > 0
     assert scores["HOTA"] >= MEASURED["hota"] - TOLERANCE and scores["IDF1"] >= MEASURED["idf1"] - TOLERANCE
-    assert 0 <= scores["DetA"] <= 1 and 0 <= scores["AssA"] <= 1 and scores["ID switches"] >= 0
+    assert 0 <= scores["DetA"] <= 1 and 0 <= scores["AssA"] <= 1 and scores["IDSW"] >= 0
 
 
 def test_eval_command_writes_json(tmp_path):
