@@ -19,9 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mllm.tokens import OBJECT_SLOT, OBJECTS_PLACEHOLDER, SEG_TOKEN, object_ref
+from mllm.tokens import IMAGE_TOKEN, OBJECT_SLOT, OBJECTS_PLACEHOLDER, SEG_TOKEN, object_ref
 
-IMAGE_TOKEN = "<image>"
 IGNORE_INDEX = -100
 LLAVA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
                 "The assistant gives helpful, detailed, and polite answers to the human's questions.")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+IMAGE_TOKEN = "<image>"
+"""Where the image goes in LLaVA-format text (conversation files, the user's question); not gleekit's own."""
 SEG_TOKEN = "[SEG]"
 OBJECT_SLOT = "<object>"
 OBJECTS_PLACEHOLDER = "<objects>"

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from glee_core.modeling.decoder import DenoisingQueries
 from glee_core.modeling.glee import GleeModel
+from train.schedules import lr_multiplier
 from train.checkpointing import LAST, STATE_NAME, load_trainer_state, recover_interrupted, save_atomically
 from train.curves import save_loss_curve
 from train.glee.collate import GleeBatch, collate
@@ -89,16 +90,7 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     optim = config.optim
     if optim.schedule not in ("cosine", "constant"):
         raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got {optim.schedule!r}")
-
-    def factor(step: int) -> float:
-        if step < optim.warmup_steps:
-            return (step + 1) / optim.warmup_steps
-        if optim.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - optim.warmup_steps) / max(1, config.steps - optim.warmup_steps))
-        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+    return lr_multiplier(optim.schedule, optim.warmup_steps, config.steps, optim.min_lr_ratio)
 
 
 def param_groups(model: GleeModel, config: TrainConfig) -> list[dict]:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from train.config_io import YamlConfig
+from train.schedules import SCHEDULES
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-SCHEDULES = ("warmup_decay", "cosine", "constant")
 TRACKERS = ("tensorboard", "wandb")  # accelerate's trackers; the package (tensorboard / wandb) is the user's to install
 
 

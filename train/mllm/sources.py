@@ -28,11 +28,11 @@ from PIL import Image
 from glee_core.image_io import load_image
 from train.data.errors import DatasetFormatError, MissingImageError
 from train.data.readers import read_explanatory, read_llava, read_reasonseg, read_refer
+from train.data.readers.reasonseg import IMAGE_SUFFIXES
 from train.data.records import ReferringRecord
 from train.mllm.samples import MllmSample
 from train.mllm.templates import IMAGE_TOKEN, Templates
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 PACKINGS = ("turns", "joined")
 T = TypeVar("T")
 

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from glee_core.json_file import read_json
-from mllm.tokens import SEG_TOKEN
+from mllm.tokens import IMAGE_TOKEN, SEG_TOKEN
 
 DEFAULT_PATH = Path(__file__).with_name("templates.json")
-IMAGE_TOKEN = "<image>"
 
 # template key (dotted for nested ones) -> the placeholders it must contain, no more, no fewer
 PLACEHOLDERS: dict[str, frozenset[str]] = {

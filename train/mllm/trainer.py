@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from mllm.batching import GleeLLMBatch, collate
 from mllm.modeling import GleeLLM
+from train.schedules import lr_multiplier
 from train.checkpointing import STATE_NAME, load_trainer_state, save_atomically
 from train.curves import save_loss_curve
 from train.mllm.config import MllmTrainConfig
@@ -91,20 +92,9 @@ def deepspeed_config(config: MllmTrainConfig) -> dict | None:
 
 
 def lr_factor(config: MllmTrainConfig) -> Callable[[int], float]:
-    """Multiplier of ``optim.lr`` after ``step`` optimizer steps (DeepSpeed's WarmupDecayLR, linear warm-up)."""
-    warmup, total, floor = config.optim.warmup_steps, config.steps, config.optim.min_lr_ratio
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if config.optim.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if config.optim.schedule == "cosine":
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        return max(0.0, 1 - progress)
-
-    return factor
+    """Multiplier of ``optim.lr`` after ``step`` optimizer steps (:func:`train.schedules.lr_multiplier`)."""
+    optim = config.optim
+    return lr_multiplier(optim.schedule, optim.warmup_steps, config.steps, optim.min_lr_ratio)
 
 
 def sample_indices(step: int, rank: int, world: int, micro: int, batch_size: int, grad_accum: int) -> list[int]:

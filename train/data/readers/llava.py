@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mllm.tokens import IMAGE_TOKEN
 from train.data.readers._fields import Where, load_json, records
 from train.data.records import Conversation
 
-IMAGE_TOKEN = "<image>"
 ROLES = ("human", "gpt")
 
 

@@ -39,6 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from glee_core.mask_ops import encode_rle
+from mllm.tokens import IMAGE_TOKEN
 from train.data.masks import mask_to_polygons, uncompressed_rle
 from train.data.mot_format import SeqInfo, write_gt, write_seqinfo
 from train.data.readers.safe_pickle import load_pickle_safely
@@ -46,7 +47,7 @@ from train.data.shapeworld.reasoning import reasoning_queries
 from train.data.shapeworld.referring import referring_expressions
 from train.data.shapeworld.scene import SPLITS, Scene, SceneObject, generate_scene, object_boxes, scene_seed
 from train.data.shapeworld.video import generate_video
-from train.data.shapeworld.vocab import CATEGORY_NAMES
+from train.data.shapeworld.vocab import CATEGORY_NAMES, plural
 
 TASKS = ("detection", "referring", "reasoning", "conversation", "video", "mot", "semseg")
 ID_STRIDE = 10**9  # image / video ids of split s are s * ID_STRIDE + 1 ...
@@ -54,7 +55,6 @@ OBJECT_STRIDE = 1000  # annotation id = image_id * OBJECT_STRIDE + object index 
 MAX_QUERIES_PER_SCENE = 4
 MOT_FRAME_RATE = 10  # nominal: shapeworld frames have no time base
 QUESTIONS_PER_CONVERSATION = 3
-IMAGE_TOKEN = "<image>"
 _SALT = {task: i for i, task in enumerate(TASKS)}  # per-task rng stream on top of the scene seed
 
 
@@ -195,16 +195,10 @@ def _write_reasoning(out: Path, split: str, n: int, seed: int, bar: tqdm) -> Pat
     return folder
 
 
-def _plural(shape: str, count: int) -> str:
-    if count == 1:
-        return shape
-    return shape + ("es" if shape.endswith("s") else "s")
-
-
 def _count_answer(count: int, noun: str) -> str:
     if count == 0:
-        return f"There are no {_plural(noun, 2)}."
-    return f"There is one {noun}." if count == 1 else f"There are {count} {_plural(noun, count)}."
+        return f"There are no {plural(noun)}."
+    return f"There is one {noun}." if count == 1 else f"There are {count} {plural(noun)}."
 
 
 def _region(obj: SceneObject, height: int, width: int) -> str:
@@ -225,7 +219,7 @@ def _questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
     asked_color = colors[int(rng.integers(len(colors)))]
     out = [
         ("How many shapes are in the image?", _count_answer(len(objects), "shape")),
-        (f"How many {_plural(asked_shape, 2)} are there?", _count_answer(shapes.count(asked_shape), asked_shape)),
+        (f"How many {plural(asked_shape)} are there?", _count_answer(shapes.count(asked_shape), asked_shape)),
         (f"How many {asked_color} shapes can you see?", _count_answer(colors.count(asked_color), f"{asked_color} shape")),
     ]
     for obj in objects:

@@ -27,7 +27,7 @@ import numpy as np
 
 from train.data.shapeworld.referring import attribute_phrase
 from train.data.shapeworld.scene import Scene, SceneObject
-from train.data.shapeworld.vocab import COLOR_OF, COOL_COLORS, MIXTURES, SHAPES, WARM_COLORS
+from train.data.shapeworld.vocab import COLOR_OF, COOL_COLORS, MIXTURES, SHAPES, WARM_COLORS, plural
 
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 SENTENCE_PROB = 0.5  # share of queries worded as a long question instead of a short phrase
@@ -69,12 +69,8 @@ def _names(objects: Sequence[SceneObject], targets: Sequence[int]) -> str:
     """ "the small red circle", "the red circle and the two blue crosses", "the a, the b and the c"."""
     phrases = [attribute_phrase(objects[i]) for i in targets]
     counts = {phrase: phrases.count(phrase) for phrase in phrases}
-    names = [f"the {p}" if n == 1 else f"the {NUMBER_WORDS[n]} {_plural(p)}" for p, n in counts.items()]
+    names = [f"the {p}" if n == 1 else f"the {NUMBER_WORDS[n]} {plural(p)}" for p, n in counts.items()]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _plural(phrase: str) -> str:
-    return phrase + ("es" if phrase.endswith("s") else "s")
 
 
 def _capital(text: str) -> str:

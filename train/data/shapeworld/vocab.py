@@ -97,6 +97,6 @@ SIZES: dict[str, tuple[float, float]] = {  # nominal radius range as a fraction 
 }
 
 
-def mixture_of(first: str, second: str) -> str | None:
-    """The colour obtained by mixing two colour names, or None when the world knows no such mixture."""
-    return MIXTURES.get(frozenset((first, second)))
+def plural(noun: str) -> str:
+    """The plural of a shape noun or phrase ending in one: ``circle`` -> ``circles``, ``cross`` -> ``crosses``."""
+    return noun + ("es" if noun.endswith("s") else "s")
