@@ -554,7 +554,7 @@ class GleeToolkit:
         if not refs:
             raise BadArgument("the video has no frames")
         start, prompt, names = self._track_prompt(args, refs)
-        frames = [self.images.pixels(ref) for ref in refs]
+        frames = self._video_frames(refs, deadline)
         if len({f.shape for f in frames}) != 1:
             raise BadArgument("all frames of a video must have the same size")
         check = self._stopper(deadline, "tracking stopped at frame", "send fewer or smaller frames", len(frames))
@@ -570,6 +570,20 @@ class GleeToolkit:
         size = frames[0].shape[:2]
         return TrackResult(num_frames=len(frames), width=size[1], height=size[0], tracks=infos, frames=per_frame,
                            summary=summarize_tracks(infos, len(frames), size))
+
+    def _video_frames(self, refs: list[str], deadline: float) -> list[np.ndarray]:
+        """The decoded frames, within ``Limits.max_video_pixels`` together and the call's time."""
+        check = self._stopper(deadline, "stopped reading frame", "send fewer or smaller frames", len(refs))
+        frames, total = [], 0
+        for k, ref in enumerate(refs):
+            check(k)
+            frame = self.images.pixels(ref)
+            total += frame.shape[0] * frame.shape[1]
+            if total > self.limits.max_video_pixels:
+                raise TooLarge(f"the first {k + 1} frames hold {total} pixels, over max_video_pixels="
+                               f"{self.limits.max_video_pixels}; send fewer or smaller frames")
+            frames.append(frame)
+        return frames
 
     def _track_prompt(self, args: TrackArgs, refs: list[str]) -> tuple[int, Any, list[str] | None]:
         """(first frame to track, prompt, label names for an object's track or None)."""

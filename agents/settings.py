@@ -20,6 +20,8 @@ class Limits:
             refer call.
         max_batch_images: images in the 'images' list of one detect, segment or refer call.
         max_video_frames: frames of one video.
+        max_video_pixels: pixels of one video's frames together (width x height summed; decoded RGB takes 3
+            bytes each).
         max_objects: objects returned per image (a larger ``max_objects`` argument is capped to it).
         timeout_s: seconds one call may run before it is answered with a ``timeout`` error.
         max_handles: image/object/overlay handles kept per toolkit (least recently used dropped first); one
@@ -34,6 +36,7 @@ class Limits:
     max_prompts: int = 64
     max_batch_images: int = 16
     max_video_frames: int = 300
+    max_video_pixels: int = 400_000_000
     max_objects: int = 100
     timeout_s: float = 120.0
     max_handles: int = 512

@@ -103,6 +103,10 @@ def test_track_reads_a_frame_folder_under_the_roots(scene, tmp_path):
     (folder / "002.png").write_bytes(png_bytes(scene.image))
     with pytest.raises(TooLarge, match="has 3 frames; at most 2"):
         toolkit.track(video="clip", categories=["circle"])
+    height, width = scene.image.shape[:2]
+    small = GleeToolkit(toolkit.predictor, allowed_roots=[tmp_path], limits=Limits(max_video_pixels=2 * height * width))
+    with pytest.raises(TooLarge, match=rf"the first 3 frames hold {3 * height * width} pixels, over max_video_pixels"):
+        small.track(video="clip", categories=["circle"])
 
 
 @pytest.mark.parametrize("tool, arguments, error, message", [
