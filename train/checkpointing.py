@@ -2,9 +2,10 @@
 interrupted save never leaves a half-written checkpoint behind and resume always finds a complete one."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -46,3 +47,22 @@ def load_trainer_state(directory: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a complete checkpoint: {STATE_NAME} is missing")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_same_run(directory: str | Path, saved_config: str, config: dict[str, Any], free: tuple[str, ...]) -> None:
+    """Refuse (ValueError) to resume ``directory`` under a config that differs from the one it was saved with
+    (``saved_config``: its JSON) in anything but the top-level keys ``free`` (length, logging, workers...)."""
+    saved, current = _flat(json.loads(saved_config)), _flat(json.loads(json.dumps(config)))
+    changed = sorted(key for key in saved.keys() | current.keys()
+                     if key.split(".")[0] not in free and saved.get(key) != current.get(key))
+    if changed:
+        shown = ", ".join(f"{key} {saved.get(key)!r} -> {current.get(key)!r}" for key in changed[:5])
+        raise ValueError(f"{directory} was saved by a run with other settings ({shown}"
+                         f"{', ...' if len(changed) > 5 else ''}): resume with its config, or start anew in "
+                         "another output_dir")
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from glee_core.modeling.decoder import DenoisingQueries
 from glee_core.modeling.glee import GleeModel
 from train.schedules import lr_multiplier
-from train.checkpointing import LAST, STATE_NAME, load_trainer_state, recover_interrupted, save_atomically
+from train.checkpointing import (LAST, STATE_NAME, check_same_run, load_trainer_state, recover_interrupted,
+                                 save_atomically)
 from train.curves import save_loss_curve
 from train.glee.collate import GleeBatch, collate
 from train.glee.config import TrainConfig
@@ -84,6 +85,11 @@ def build_model(config: TrainConfig) -> GleeModel:
         if any(name == p or name.startswith(p + ".") for p in section.freeze):
             param.requires_grad_(False)
     return model
+
+
+RESUME_FREE = ("steps", "output_dir", "log_every", "eval_every", "val_batches", "checkpoint_every", "num_threads",
+               "num_workers")
+"""Settings a resumed run may change (how long, where and how often it reports); the rest must match."""
 
 
 def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
@@ -299,17 +305,11 @@ class GleeTrainer:
         if not directory.is_dir():
             return False
         state = load_trainer_state(directory)
+        check_same_run(directory, state["config"], self.config.to_dict(), RESUME_FREE)
         model = GleeModel.from_pretrained(directory)
         self.unwrapped.load_state_dict(model.state_dict())
-        if self.region_classifier is not None:
-            if state.get("region_classifier") is None:
-                raise ValueError(f"{directory} was saved without the region classification head that "
-                                 "loss.region_class_weight needs; resume with the weight the run started with")
-            try:
-                self.accelerator.unwrap_model(self.region_classifier).load_state_dict(state["region_classifier"])
-            except RuntimeError:
-                raise ValueError(f"{directory} was saved with another region head (loss.region_per_level, "
-                                 "loss.region_colour_weight); resume with the settings the run started with") from None
+        if self.region_classifier is not None:  # the same loss settings: the same head
+            self.accelerator.unwrap_model(self.region_classifier).load_state_dict(state["region_classifier"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from mllm.batching import GleeLLMBatch, collate
 from mllm.modeling import GleeLLM
 from train.schedules import lr_multiplier
-from train.checkpointing import STATE_NAME, load_trainer_state, save_atomically
+from train.checkpointing import STATE_NAME, check_same_run, load_trainer_state, save_atomically
 from train.curves import save_loss_curve
 from train.mllm.config import MllmTrainConfig
 from train.mllm.samples import MllmSample, ProposalConsumer, SampleSource
@@ -89,6 +89,11 @@ def deepspeed_config(config: MllmTrainConfig) -> dict | None:
     ds["bf16"] = {**ds.get("bf16", {}), "enabled": use_bf16(config)}
     ds.pop("train_batch_size", None)
     return ds
+
+
+RESUME_FREE = ("steps", "output_dir", "log_every", "save_every", "keep_last", "export", "export_atol", "validation",
+               "num_threads", "report_to")
+"""Settings a resumed run may change (how long, where, how often it saves and reports); the rest must match."""
 
 
 def lr_factor(config: MllmTrainConfig) -> Callable[[int], float]:
@@ -350,6 +355,7 @@ class MllmTrainer:
         if not found:
             return False
         state = load_trainer_state(found[-1])
+        check_same_run(found[-1], state["config"], self.config.to_dict(), RESUME_FREE)
         self.accelerator.load_state(str(found[-1]))
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

@@ -61,6 +61,9 @@ def test_resume_continues_exactly(tmp_path, scenes):
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     assert [s for s, _ in resumed.history["train"]] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"other settings \(optim.lr 0.001 -> 0.002\)"):
+        GleeTrainer(_config(tmp_path / "b", optim={"lr": 2e-3, "warmup_steps": 0, "schedule": "constant"}), scenes,
+                    model=_seeded_model()).train(resume=True)
 
 
 def test_a_non_finite_loss_stops_before_the_weights_change(tmp_path, scenes, monkeypatch):
@@ -179,7 +182,7 @@ def test_region_classification_loss_trains_its_head_and_resumes(tmp_path, scenes
                                head.heads[0].weight)
     other_head = _config(tmp_path, steps=3, loss={"num_points": 256, "region_class_weight": 1.0,
                                                   "region_per_level": True})
-    with pytest.raises(ValueError, match="saved with another region head"):
+    with pytest.raises(ValueError, match=r"other settings \(loss.region_per_level False -> True\)"):
         GleeTrainer(other_head, ShapeworldSource(task_weights={"detection": 1.0}), model=_seeded_model()).resume()
     with pytest.raises(ValueError, match="region_class_weight must be >= 0"):
         GleeTrainer(_config(tmp_path / "x", loss={"region_class_weight": -1.0}), scenes, model=_seeded_model())
