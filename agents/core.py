@@ -367,15 +367,13 @@ class GleeToolkit:
         ``batch_groups`` (same padded input size, so each equals its one-image result)."""
         if len(images) == 1:
             return [self._predict(images[0], prompt, **kwargs)]
-        results: list[Detections | None] = [None] * len(images)
-        batch_groups = getattr(self.predictor, "batch_groups", None)  # any predictor with predict() still works
-        groups = batch_groups(images) if batch_groups is not None else [[i] for i in range(len(images))]
-        check = self._stopper(deadline, "stopped at batch", "send fewer or smaller images", len(groups))
-        for k, group in enumerate(groups):
-            check(k)
-            for i, detections in zip(group, self._predict([images[i] for i in group], prompt, **kwargs)):
-                results[i] = detections
-        return results
+        check = self._stopper(deadline, "stopped at batch", "send fewer or smaller images")
+        if not hasattr(self.predictor, "predict_each"):  # any predictor with predict() still works
+            return [check(k) or self._predict(image, prompt, **kwargs) for k, image in enumerate(images)]
+        try:
+            return self.predictor.predict_each(images, prompt, on_batch=check, **kwargs)
+        except ValueError as error:
+            raise BadArgument(str(error)) from None
 
     def _grouped(self, tool: str, args: DetectArgs | ReferArgs, results: list[ImageResult],
                  num_expressions: int = 1) -> ImageResult | GroupedResult:

@@ -102,9 +102,10 @@ class GleePredictor:
                 (query, class) pairs instead (e.g. 300 for LVIS).
             nms_iou: if given, class-agnostic NMS at this IoU.
 
-        Returns one :class:`Detections` for a single image, else a list, each equal to its one-image result (a
-        list runs in batches of the same padded input size, :meth:`batch_groups`). Boxes are xyxy float32 in
-        input pixels (the official scaling: not clipped to the image), masks bool at input size.
+        Returns one :class:`Detections` for a single image, else a list. Boxes are xyxy float32 in
+        input pixels (the official scaling: not clipped to the image), masks bool at input size. A list is one
+        batch zero-padded to its largest input, as in the official code, so images of other sizes change each
+        other's results: :meth:`predict_each` gives one-image results.
         """
         single = not isinstance(images, (list, tuple))
         arrays = [load_image(im) for im in ([images] if single else images)]
@@ -115,11 +116,10 @@ class GleePredictor:
         if isinstance(prompt, (Categories, Vocabulary, Caption)):
             categories = self._categories(prompt)
             label_names = list(prompt.phrases if isinstance(prompt, Caption) else prompt.names)
-            results = self._per_group(arrays, lambda group: self._predict_text(
-                [arrays[i] for i in group], categories=categories, label_names=label_names, candidates=topk))
+            results = self._predict_text(arrays, categories=categories, label_names=label_names, candidates=topk)
         elif isinstance(prompt, Expression):
-            results = self._per_group(arrays, lambda group: self._predict_text(
-                [arrays[i] for i in group], expressions=[prompt.normalized] * len(group), label_names=[prompt.text]))
+            results = self._predict_text(arrays, expressions=[prompt.normalized] * len(arrays),
+                                         label_names=[prompt.text])
         elif isinstance(prompt, VisualPrompt):
             if len(arrays) != 1:
                 raise ValueError("visual prompts refer to one image; call predict once per image")
@@ -142,6 +142,16 @@ class GleePredictor:
             groups.setdefault(input_size(image.shape[:2], self.spec), []).append(i)
         return [group[start:start + MAX_BATCH_IMAGES] for group in groups.values()
                 for start in range(0, len(group), MAX_BATCH_IMAGES)]
+
+    def predict_each(self, images: Sequence[ImageSource], prompt: Prompt, *,
+                     on_batch: Callable[[int], None] | None = None, **kwargs) -> list[Detections]:
+        """:meth:`predict` of each image as if alone, batched by :meth:`batch_groups` (the same padded input
+        size); ``kwargs`` as for :meth:`predict`, ``on_batch(k)`` before the k-th forward."""
+        arrays = [load_image(im) for im in images]
+        if not arrays:
+            raise ValueError("no images given")
+        return self._per_group(arrays, lambda group: self.predict([arrays[i] for i in group], prompt, **kwargs),
+                               on_batch)
 
     @torch.no_grad()
     def predict_expressions(

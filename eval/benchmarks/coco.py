@@ -61,9 +61,10 @@ class DetectionBenchmark(Benchmark):
         return self.run_batch(model, [index])[0]
 
     def run_batch(self, model: EvalModel, indices: list[int]) -> list[list[dict[str, Any]]]:
-        """One predictor call for the images of ``indices`` (the text side is encoded once per batch)."""
+        """The images of ``indices`` in one predictor call per group of the same padded input size (padding
+        changes results, so every image scores as it does alone; the text side is encoded once per call)."""
         images = [self.images[index] for index in indices]
-        found = model.predictor.predict([path for _, path in images], self.prompt, topk=self.topk)
+        found = model.predictor.predict_each([path for _, path in images], self.prompt, topk=self.topk)
         return [detections.to_coco(image_id, self.category_ids) for (image_id, _), detections in zip(images, found)]
 
     def records_from_predictions(self, predictions: Any) -> list[list[dict[str, Any]]]:

@@ -10,6 +10,7 @@ from agents.errors import TooLarge
 from agents.schemas import GroupedResult, ImageResult
 from agents.settings import Limits
 from glee_core.mask_ops import decode_rle
+from glee_core.predictor import GleePredictor
 from tests.agents.conftest import data_url
 from train.data.shapeworld import generate_scene, scene_seed
 
@@ -28,6 +29,9 @@ class SpyPredictor:
 
     def batch_groups(self, images):
         return self.predictor.batch_groups(images)
+
+    predict_each = GleePredictor.predict_each  # through this spy's predict, once per batch group
+    _per_group = GleePredictor._per_group
 
     def predict_expressions(self, images, expressions, **kwargs):
         self.calls.append(("predict_expressions", len(images), len(expressions)))
