@@ -131,7 +131,8 @@ def test_nano_on_shapeworld_sequences(tmp_path):
     assert result.counts["sequences"] == 2 and result.counts["frames"] == 24 and result.counts["gt_tracks"] > 0
     for name in ("HOTA", "DetA", "AssA", "IDF1", "MOTA"):
         assert 0 <= result.metrics[name] <= 1, (name, result.metrics[name])
-    assert result.metrics["HOTA"] > 0.3 and result.metrics["IDSW"] >= 0
+    # measured (nano stage 13): HOTA 0.588, IDF1 0.750, 2 ID switches on 9 true tracks
+    assert result.metrics["HOTA"] > 0.3 and result.metrics["IDSW"] <= 6 and result.counts["gt_tracks"] == 9
     assert benchmark.settings()["categories"] == list(CATEGORY_NAMES)
     folder = benchmark.write_predictions(records, tmp_path / "submission")
     assert sorted(p.name for p in folder.iterdir()) == ["shapeworld-test-000000.txt", "shapeworld-test-000001.txt"]
