@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from glee_core.modeling.decoder import DenoisingQueries
 from glee_core.modeling.glee import GleeModel
-from train.schedules import lr_multiplier
 from train.checkpointing import (LAST, STATE_NAME, check_same_run, load_trainer_state, recover_interrupted,
                                  save_atomically)
 from train.curves import save_loss_curve
@@ -35,6 +34,7 @@ from train.glee.criterion import SetCriterion
 from train.glee.matcher import HungarianMatcher
 from train.glee.region_loss import RegionClassifier
 from train.glee.samples import TrainSample, shuffle_categories
+from train.schedules import lr_multiplier
 
 Callback = Callable[[GleeModel, int], dict[str, float]]
 """``callback(model, step) -> {metric: value}``, run at every evaluation (the model is in eval mode)."""

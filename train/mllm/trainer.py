@@ -33,11 +33,11 @@ from tqdm.auto import tqdm
 
 from mllm.batching import GleeLLMBatch, collate
 from mllm.modeling import GleeLLM
-from train.schedules import lr_multiplier
 from train.checkpointing import STATE_NAME, check_same_run, load_trainer_state, save_atomically
 from train.curves import save_loss_curve
 from train.mllm.config import MllmTrainConfig
 from train.mllm.samples import MllmSample, ProposalConsumer, SampleSource
+from train.schedules import lr_multiplier
 
 TERMS = ("ce", "mask_bce", "mask_dice", "select", "pointer")
 CHECKPOINT_PREFIX = "checkpoint-"
