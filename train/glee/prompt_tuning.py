@@ -21,8 +21,8 @@ Run it with ``gleekit tune-vocab`` (train/cli.py).
 
 What it reaches with the bundled nano model (shapeworld stars labelled with a made-up name, "blicket"; tuned on 50
 train-split scenes of data seed 7, 150 steps of 4 images, lr 0.05; box AP50 of "blicket" on 100 held-out
-test-split scenes of seed 2026): stage 13 (shipped, float16) 0.115 -> 0.934 (32 images, 48 steps of 2: 0.115 ->
-0.909); stage 12 0.118 -> 0.918 (32 images: 0.881); stage 11 0.128 -> 0.880 (32 images: 0.845); stage 10 0.154 -> 0.892 (its float32 training weights; 32
+test-split scenes of seed 2026): stage 13 (float16; stage 14, shipped, not remeasured) 0.115 -> 0.934 (32 images,
+48 steps of 2: 0.115 -> 0.909); stage 12 0.118 -> 0.918 (32 images: 0.881); stage 11 0.128 -> 0.880 (32 images: 0.845); stage 10 0.154 -> 0.892 (its float32 training weights; 32
 images, 48 steps of 2, float16: 0.155 -> 0.845); stage 7 (whose backbone was first taught shapes) 0.152 -> 0.706;
 stage 5 0.287 -> 0.453; the figures below are stage 3's: 0.235 -> 0.453 as a one-name vocabulary; 0.241 -> 0.396
 as one name of the full 8-shape vocabulary with only its rows learnt; 0.241 -> 0.368 with all 8 names learnt (their mean 0.293 -> 0.339).
