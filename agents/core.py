@@ -16,10 +16,11 @@ result is dropped, and later calls wait for it).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -114,6 +115,15 @@ def _referring_calibrator(rejection: RejectionCalibrator | str | Path | None) ->
         raise ValueError(f"the refer tool needs a calibration fit for referring expressions, got one for "
                          f"{calibrator.prompt!r} prompts (gleekit eval calibrate-refer --prompt referring)")
     return calibrator
+
+
+@contextlib.contextmanager
+def _as_bad_argument() -> Iterator[None]:
+    """A ``ValueError`` inside (a prompt or an image the library refuses, with its reason) becomes ``BadArgument``."""
+    try:
+        yield
+    except ValueError as error:
+        raise BadArgument(str(error)) from None
 
 
 def parse_json_arguments(text: str) -> Any:
@@ -302,23 +312,17 @@ class GleeToolkit:
         if len(names) > self.limits.max_categories:
             raise TooLarge(f"{len(names)} categories in one call; at most {self.limits.max_categories}")
         self._check_texts(names, "category name")
-        try:
+        with _as_bad_argument():
             return Categories(names)
-        except ValueError as error:
-            raise BadArgument(str(error)) from None
 
     def _expression(self, text: str) -> Expression:
         self._check_texts([text], "referring expression")
-        try:
+        with _as_bad_argument():
             return Expression(text)
-        except ValueError as error:
-            raise BadArgument(str(error)) from None
 
     def _predict(self, image: np.ndarray, prompt: Any, **kwargs: Any) -> Detections:
-        try:
+        with _as_bad_argument():  # the predictor validates prompts against the image
             return self.predictor.predict(image, prompt, **kwargs)
-        except ValueError as error:  # the predictor validates prompts against the image
-            raise BadArgument(str(error)) from None
 
     def _image_result(self, tool: str, handle: str, image: np.ndarray, detections: Detections, max_objects: int,
                       with_masks: bool, overlay: str | None, nothing: str) -> ImageResult:
@@ -368,12 +372,14 @@ class GleeToolkit:
         if len(images) == 1:
             return [self._predict(images[0], prompt, **kwargs)]
         check = self._stopper(deadline, "stopped at batch", "send fewer or smaller images")
-        if not hasattr(self.predictor, "predict_each"):  # any predictor with predict() still works
-            return [check(k) or self._predict(image, prompt, **kwargs) for k, image in enumerate(images)]
-        try:
+        if not hasattr(self.predictor, "predict_each"):  # any predictor with predict() still works, one by one
+            results = []
+            for k, image in enumerate(images):
+                check(k)
+                results.append(self._predict(image, prompt, **kwargs))
+            return results
+        with _as_bad_argument():
             return self.predictor.predict_each(images, prompt, on_batch=check, **kwargs)
-        except ValueError as error:
-            raise BadArgument(str(error)) from None
 
     def _grouped(self, tool: str, args: DetectArgs | ReferArgs, results: list[ImageResult],
                  num_expressions: int = 1) -> ImageResult | GroupedResult:
@@ -418,10 +424,8 @@ class GleeToolkit:
         if len(images) == 1 and len(prompts) == 1:
             return [[self._predict(images[0], prompts[0])]]
         check = self._stopper(deadline, "stopped at batch", "send fewer or smaller images or fewer expressions")
-        try:
+        with _as_bad_argument():
             return self.predictor.predict_expressions(images, prompts, on_batch=check)
-        except ValueError as error:
-            raise BadArgument(str(error)) from None
 
     def _refer_result(self, handle: str, image: np.ndarray, detections: Detections, text: str,
                       args: ReferArgs) -> ImageResult:
@@ -556,11 +560,9 @@ class GleeToolkit:
         if len({f.shape for f in frames}) != 1:
             raise BadArgument("all frames of a video must have the same size")
         check = self._stopper(deadline, "tracking stopped at frame", "send fewer or smaller frames", len(frames))
-        try:
+        with _as_bad_argument():
             tracks = self.predictor.track(frames[start:], prompt, mode=args.mode, score_threshold=args.min_score,
                                           on_frame=lambda t: check(start + t))
-        except ValueError as error:
-            raise BadArgument(str(error)) from None
         if names is not None:
             tracks = from_frame(tracks, start, names)
         per_frame = [object_infos(f.topk(min(args.max_objects, self.limits.max_objects)), True) for f in tracks.frames]
@@ -600,11 +602,9 @@ class GleeToolkit:
         return frames.index(record.image), VisualPrompt(masks=mask[None]), [f"{handle} {record.label}"]
 
     def _visual_prompt_of(self, points: list[Point], boxes: list[list[float]]) -> VisualPrompt:
-        try:
+        with _as_bad_argument():
             return VisualPrompt(boxes=boxes or None, points=[[p.x, p.y] for p in points] or None,
                                 point_labels=[int(p.positive) for p in points] or None)
-        except ValueError as error:
-            raise BadArgument(str(error)) from None
 
 
 def merge_parts(detections: Detections, name: str) -> Detections:
