@@ -20,16 +20,17 @@ file is used as one prompt, so tuning sees exactly what inference will.
 Run it with ``gleekit tune-vocab`` (train/cli.py).
 
 What it reaches with the bundled nano model (shapeworld stars labelled with a made-up name, "blicket"; tuned on 50
-train-split scenes of data seed 7, 150 steps of 4 images, lr 0.05; box AP50 of "blicket" on 100 held-out
-test-split scenes of seed 2026): stage 13 (float16; stage 14, shipped, not remeasured) 0.115 -> 0.934 (32 images,
-48 steps of 2: 0.115 -> 0.909); stage 12 0.118 -> 0.918 (32 images: 0.881); stage 11 0.128 -> 0.880 (32 images: 0.845); stage 10 0.154 -> 0.892 (its float32 training weights; 32
-images, 48 steps of 2, float16: 0.155 -> 0.845); stage 7 (whose backbone was first taught shapes) 0.152 -> 0.706;
-stage 5 0.287 -> 0.453; the figures below are stage 3's: 0.235 -> 0.453 as a one-name vocabulary; 0.241 -> 0.396
-as one name of the full 8-shape vocabulary with only its rows learnt; 0.241 -> 0.368 with all 8 names learnt (their mean 0.293 -> 0.339).
-Nano's own, trained name "star" scores 0.320 on those scenes (stage 3). The ceiling is the frozen model, not the
-prompt: stage 3's decoder queries carried little shape identity (a logistic-regression probe for "star" on them, fitted on the same
-50 scenes, scores 0.29 AP50 held out; 12 extra learnt fusion tokens or a class-loss-only objective did not help;
-the tuned prompt reaches only ~0.4 AP50 on its own tuning images).
+train-split scenes of data seed 7, 150 steps of 4 images, lr 0.05; box AP50 of "blicket" on 100 held-out test-split
+scenes of seed 2026): stage 13 (float16; stage 14, shipped, not remeasured) 0.115 -> 0.934 (32 images, 48 steps of
+2: 0.115 -> 0.909); stage 12 0.118 -> 0.918 (32 images: 0.881); stage 11 0.128 -> 0.880 (32 images: 0.845); stage 10
+0.154 -> 0.892 (its float32 training weights; 32 images, 48 steps of 2, float16: 0.155 -> 0.845); stage 7 (whose
+backbone was first taught shapes) 0.152 -> 0.706; stage 5 0.287 -> 0.453; the figures below are stage 3's: 0.235 ->
+0.453 as a one-name vocabulary; 0.241 -> 0.396 as one name of the full 8-shape vocabulary with only its rows learnt;
+0.241 -> 0.368 with all 8 names learnt (their mean 0.293 -> 0.339). Nano's own, trained name "star" scores 0.320 on
+those scenes (stage 3). The ceiling is the frozen model, not the prompt: stage 3's decoder queries carried little
+shape identity (a logistic-regression probe for "star" on them, fitted on the same 50 scenes, scores 0.29 AP50 held
+out; 12 extra learnt fusion tokens or a class-loss-only objective did not help; the tuned prompt reaches only ~0.4
+AP50 on its own tuning images).
 """
 from __future__ import annotations
 
