@@ -1,6 +1,10 @@
 """Typed YAML configs shared by the trainers: nested dataclasses built from mappings, unknown keys refused by name
 (a typo must never fall back to a default silently), each value checked against its field's type by pydantic
-(YAML's ``3e-4`` is a string; it becomes the float 0.0003, and ``lr: fast`` is refused naming ``optim.lr``)."""
+(YAML's ``3e-4`` is a string; it becomes the float 0.0003, and ``lr: fast`` is refused naming ``optim.lr``).
+
+A YAML file may start from another: ``base: other.yaml`` (a path relative to the file) takes that file's mapping,
+itself possibly based on a third, and overrides it key by key, mappings merged recursively (as mmengine's
+``_base_``), so a follow-up recipe states only what it changes."""
 from __future__ import annotations
 
 import dataclasses
@@ -45,19 +49,48 @@ def _type_adapter(hint: Any) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(hint)
 
 
+BASE_KEY = "base"
+
+
 def load_yaml(cls: type[T], path: str | Path) -> T:
-    """:func:`build` of the mapping in the YAML file ``path``; errors name the file."""
+    """:func:`build` of the mapping in the YAML file ``path`` (over its ``base`` chain); errors name the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}")
+    data = read_mapping(path)
     try:
         return build(cls, data)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def read_mapping(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of the YAML file ``path`` merged over the mapping of its ``base`` file, recursively."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise ValueError(f"cannot read config {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: {BASE_KEY} must be the path of another YAML config, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    chain = (*_chain, path.resolve())
+    if base_path in chain:
+        raise ValueError(f"{path}: {BASE_KEY} chain loops back to {base_path}: {' -> '.join(map(str, chain))}")
+    return merged(read_mapping(base_path, chain), data)
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s keys put over it; where both hold a mapping the two are merged the same way."""
+    out = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
 
 
 class YamlConfig:
