@@ -399,19 +399,34 @@ class MllmTrainer:
         terms.update({k: float(getattr(out, f"{k}_loss").detach()) for k in TERMS})
         return terms, int(batch.attention_mask.sum())
 
+    @contextlib.contextmanager
+    def _curriculum(self):
+        """While active, the model's settings follow this step of the schedule: no ``[SEG]`` through GLEE before
+        ``model.glee_from_step``, pointer loss weight 0 before ``model.pointer_from_step``; the saved settings
+        stay those of the full schedule."""
+        section, settings = self.config.model, self.unwrapped.config
+        saved = settings.train_mask_prompts, settings.loss.pointer
+        if self.step < section.glee_from_step:
+            settings.train_mask_prompts = 0
+        if self.step < section.pointer_from_step:
+            settings.loss.pointer = 0.0  # still computed: every parameter keeps a (zero) gradient under DDP
+        try:
+            yield
+        finally:
+            settings.train_mask_prompts, settings.loss.pointer = saved
+
     def train_step(self) -> dict:
         """One optimizer step (``grad_accum`` micro-batches); the logged row (means over every process)."""
         config, acc = self.config, self.accelerator
         rank, world = acc.process_index, acc.num_processes
         started = time.perf_counter()
         rows, tokens = [], 0
-        self.unwrapped.config.train_mask_prompts = (config.model.train_mask_prompts
-                                                     if self.step >= config.model.glee_from_step else 0)
         for micro in range(config.grad_accum):
             torch.manual_seed(hash((config.seed, self.step, rank * config.grad_accum + micro)) % 2**63)
             indices = sample_indices(self.step, rank, world, micro, config.batch_size, config.grad_accum)
             try:
-                terms, count = self._micro_step([self.source.sample(i) for i in indices])
+                with self._curriculum():
+                    terms, count = self._micro_step([self.source.sample(i) for i in indices])
             except torch.OutOfMemoryError as error:
                 raise RuntimeError(f"{OOM_HINT} (batch_size {config.batch_size}, grad_accum {config.grad_accum}, "
                                    f"deepspeed {config.deepspeed}, bits {config.model.bits})") from error

@@ -68,7 +68,8 @@ def test_proof_recipe_is_the_shipped_models_recipe():
     cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof.yaml")
     assert deepspeed_config(cfg) is None and not cfg.model.lora.enabled
     assert cfg.model.object_categories == list(CATEGORY_NAMES)
-    assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.data.scenes) == (1600, 16, 1000, 3000)
+    assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.model.pointer_from_step, cfg.data.scenes) == (
+        1600, 16, 1000, 600, 3000)
     assert set(cfg.data.kind_rates) == set(cfg.data.kinds) == {"reasoning", "referring", "pair", "caption"}
     import json
 
@@ -87,8 +88,9 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     assert factor(60) == pytest.approx(0.55) and factor(110) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="min_lr_ratio"):
         MllmTrainConfig.from_dict({"optim": {"min_lr_ratio": 1.5}})
-    with pytest.raises(ValueError, match="glee_from_step"):
-        MllmTrainConfig.from_dict({"model": {"glee_from_step": -1}})
+    for name in ("glee_from_step", "pointer_from_step"):
+        with pytest.raises(ValueError, match=f"model.{name} must be >= 0, got -1"):
+            MllmTrainConfig.from_dict({"model": {name: -1}})
 
 
 def test_lisa_recipe_matches_reference():
