@@ -35,37 +35,58 @@ class SegProjector(nn.Module):
 
 
 class ObjectProjector(nn.Module):
-    """Object query (C), region features (R: what lies under the mask), box (cx, cy, w, h) and score -> one LLM
-    token: ``MLP(LayerNorm([query, region])) + Linear(box, score)``.
+    """Object query (C), region features (R, in parts: what lies under the mask), box (cx, cy, w, h) and score ->
+    one LLM token: ``scale * rms_norm(Linear(GELU(sum_p Linear_p(LayerNorm_p(part_p)))) + Linear(box, score))``.
 
-    A two-layer GELU MLP as in LLaVA-1.5's projector; region pooling (All-Seeing, Osprey) gives the token the
-    object's appearance, and the geometry enters through its own linear map so an LLM can tell two
-    look-alike objects apart by where they are.
+    LLaVA-1.5's two-layer GELU MLP over the query and the region parts (All-Seeing / Osprey region pooling gives
+    the object's appearance), each part normalised and mapped on its own before the sum -- the same as one linear
+    map of their concatenation, except that every part starts with an equal say whatever its width: under one
+    shared LayerNorm the 3 mean-RGB channels among a few hundred features were drowned (a tiny LLM trained on
+    captions named shapes 0.9 of the time and colours at chance, while an MLP on the 3 numbers alone names the
+    colour 0.93 of the time). Parts listed in ``raw_parts`` skip their LayerNorm (mean RGB: normalising 3
+    numbers would erase brightness). The geometry enters through its own linear map, so an LLM can tell two
+    look-alike objects apart by where they are. The output is RMS-normalised and scaled by a learned ``scale``
+    that starts at ``output_rms`` (give the RMS of the LLM's word embeddings): an object token then has a word's
+    magnitude, so an ``<objK>`` mention that adds it to its own word embedding still reads as a mention.
     """
 
-    def __init__(self, query_dim: int, llm_hidden: int, region_dim: int = 0):
+    def __init__(self, query_dim: int, llm_hidden: int, region_parts: tuple[int, ...] = (),
+                 raw_parts: tuple[int, ...] = (), output_rms: float = 1.0):
         super().__init__()
-        self.query_dim, self.region_dim = query_dim, region_dim
-        self.content = nn.Sequential(nn.LayerNorm(query_dim + region_dim), nn.Linear(query_dim + region_dim, llm_hidden),
-                                     nn.GELU(), nn.Linear(llm_hidden, llm_hidden))
+        if output_rms <= 0:
+            raise ValueError(f"output_rms must be > 0, got {output_rms}")
+        if min(region_parts, default=1) < 1 or not set(raw_parts) <= set(range(len(region_parts))):
+            raise ValueError(f"region_parts must be widths >= 1 and raw_parts indices into them, got "
+                             f"{region_parts} and {raw_parts}")
+        self.query_dim, self.region_parts = query_dim, tuple(region_parts)
+        self.region_dim = sum(self.region_parts)
+        raw = {index + 1 for index in raw_parts}  # input 0 is the query
+        self.inputs = nn.ModuleList(
+            nn.Sequential(nn.Identity() if index in raw else nn.LayerNorm(width), nn.Linear(width, llm_hidden))
+            for index, width in enumerate((query_dim, *self.region_parts)))
+        self.output = nn.Sequential(nn.GELU(), nn.Linear(llm_hidden, llm_hidden))
         self.geometry = nn.Linear(5, llm_hidden)
+        self.scale = nn.Parameter(torch.full((1,), float(output_rms)))  # [1]: DeepSpeed cannot broadcast 0-dim
 
     def forward(self, queries: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
                 regions: torch.Tensor | None = None) -> torch.Tensor:
         """queries [..., K, C], boxes [..., K, 4] cxcywh in [0, 1], scores [..., K] in [0, 1], regions [..., K, R]
-        (when built with ``region_dim`` R > 0) -> [..., K, H_llm]."""
+        (when built with region parts, R = their sum) -> [..., K, H_llm]."""
         if queries.shape[-1] != self.query_dim:
             raise ValueError(f"ObjectProjector expects queries [..., K, {self.query_dim}], got {tuple(queries.shape)}")
         if boxes.shape != (*queries.shape[:-1], 4) or scores.shape != queries.shape[:-1]:
             raise ValueError(f"boxes must be {[*queries.shape[:-1], 4]} and scores {list(queries.shape[:-1])}, got "
                              f"{list(boxes.shape)} and {list(scores.shape)}")
+        parts = [queries]
         if self.region_dim:
             if regions is None or regions.shape != (*queries.shape[:-1], self.region_dim):
                 raise ValueError(f"regions must be {[*queries.shape[:-1], self.region_dim]}, got "
                                  f"{None if regions is None else list(regions.shape)}")
-            queries = torch.cat([queries, regions.to(queries.dtype)], dim=-1)
+            parts += regions.to(queries.dtype).split(self.region_parts, dim=-1)
+        hidden = sum(encode(part) for encode, part in zip(self.inputs, parts))
         geometry = torch.cat([boxes, scores.unsqueeze(-1)], dim=-1).to(queries.dtype)
-        return self.content(queries) + self.geometry(geometry)
+        tokens = self.output(hidden) + self.geometry(geometry)
+        return nn.functional.rms_norm(tokens, tokens.shape[-1:]) * self.scale
 
 
 class PointerHead(nn.Module):

@@ -244,6 +244,7 @@ def mllm_shapeworld(
     num_scenes: int = typer.Option(50, min=1, help="Held-out test scenes."),
     per_kind: int = typer.Option(2, min=1, help="Questions of each kind per scene."),
     seed: int = typer.Option(2026, help="Test-scene seed."),
+    mask_source: Optional[str] = typer.Option(None, help="glee or pointer (default: the model's setting)."),
     json_out: Optional[Path] = JSON_OUT,
 ) -> None:
     """Reasoning gIoU/cIoU, referring gIoU/cIoU, exact [SEG] count on two-mask answers and region-caption accuracy
@@ -253,10 +254,17 @@ def mllm_shapeworld(
     from eval.mllm_shapeworld import evaluate_mllm_shapeworld
     from mllm.io import load_gleellm
 
-    scores = evaluate_mllm_shapeworld(load_gleellm(model), num_scenes=num_scenes, seed=seed, per_kind=per_kind)
+    llm = load_gleellm(model)
+    try:
+        scores = evaluate_mllm_shapeworld(llm, num_scenes=num_scenes, seed=seed, per_kind=per_kind,
+                                          mask_source=mask_source)
+    except ValueError as exc:
+        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
     Console().print(scores.table())
     if json_out is not None:
-        settings = {"model": model, "num_scenes": num_scenes, "per_kind": per_kind, "seed": seed}
+        settings = {"model": model, "num_scenes": num_scenes, "per_kind": per_kind, "seed": seed,
+                    "mask_source": mask_source or llm.config.mask_source}
         json_out.write_text(json.dumps({**settings, **scores.as_dict(), "examples": scores.examples}, indent=1))
 
 

@@ -68,8 +68,9 @@ def _names(text: str, vocabulary) -> set[str]:
 
 
 def evaluate_mllm_shapeworld(model: GleeLLM, *, num_scenes: int = 50, seed: int = TEST_SEED, per_kind: int = 2,
-                             progress: bool = True) -> MllmScores:
-    """Up to ``per_kind`` questions of each kind per held-out test scene, answered by ``model.generate``."""
+                             mask_source: str | None = None, progress: bool = True) -> MllmScores:
+    """Up to ``per_kind`` questions of each kind per held-out test scene, answered by ``model.generate`` (masks from
+    ``mask_source``, default the model's)."""
     scores = MllmScores()
     rng = np.random.default_rng(seed)
     for index in tqdm(range(num_scenes), desc="mLLM eval", disable=not progress):
@@ -81,7 +82,7 @@ def evaluate_mllm_shapeworld(model: GleeLLM, *, num_scenes: int = 50, seed: int 
         picks += [double[i] for i in rng.permutation(len(double))[:per_kind]]
         for chat in picks:
             question = chat.turns[0][0]
-            answer = model.generate(scene.image, question)
+            answer = model.generate(scene.image, question, mask_source=mask_source)
             if len(chat.masks) == 2:
                 scores.two_mask_total += 1
                 scores.two_mask_exact += len(answer.segments) == 2

@@ -18,6 +18,9 @@ def ask(
     out: Path = typer.Option(Path("gleekit-out"), help="Output folder for the answer JSON and overlay PNGs."),
     bits: Optional[int] = typer.Option(None, help="Load the LLM in 4 or 8 bits (bitsandbytes)."),
     max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Generation length limit."),
+    mask_source: Optional[str] = typer.Option(None, help="Where [SEG] masks come from: glee (GLEE prompted with the "
+                                                         "[SEG]) or pointer (the pointed object token's mask); "
+                                                         "default: the model's setting."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
 ) -> None:
     """Ask a GLEE-LLM about an image; prints the answer, writes <out>/<image>_answer.json and overlays."""
@@ -38,7 +41,7 @@ def ask(
             quantization = quantization_config(bits)
         llm = load_gleellm(model, quantization_config=quantization, device=device)
         array = load_image(image)
-        answer = llm.generate(array, question, max_new_tokens=max_new_tokens)
+        answer = llm.generate(array, question, max_new_tokens=max_new_tokens, mask_source=mask_source)
     except (ValueError, CheckpointError, ImportError) as exc:
         typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1)

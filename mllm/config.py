@@ -8,6 +8,9 @@ from typing import Any
 from mllm.prompting import IMAGE_TOKEN, LLAVA_SYSTEM
 
 
+MASK_SOURCES = ("glee", "pointer")
+
+
 @dataclass
 class LossWeights:
     """LISA's weights (token CE 1.0, mask BCE 2.0, mask Dice 0.5), GLEE's query selection and box L1, and the
@@ -43,6 +46,9 @@ class GleeLLMConfig:
             projected object tokens) or ``slots`` (the LLM's last hidden states at the object slots — with
             ``objects_after_question``, question-aware).
         seg_prompt_tokens: L GLEE prompt tokens made from each ``[SEG]`` state.
+        mask_source: where an answer's ``[SEG]`` mask comes from at inference: ``glee`` (LISA's path: GLEE run
+            again, prompted with the projected ``[SEG]`` state) or ``pointer`` (the mask of the object token the
+            ``[SEG]`` points at: no second GLEE run; needs object tokens). Training uses both.
         max_seg_tokens: at most this many ``[SEG]`` per answer (more raise).
         glee_policy: ``frozen``, ``lora`` or ``full`` (see :mod:`adapters.freeze`).
         system_prompt: text before the first ``USER:``.
@@ -64,6 +70,7 @@ class GleeLLMConfig:
     objects_after_question: bool = False
     pointer_keys: str = "contents"
     seg_prompt_tokens: int = 1
+    mask_source: str = "glee"
     max_seg_tokens: int = 8
     glee_policy: str = "frozen"
     system_prompt: str = LLAVA_SYSTEM
@@ -81,6 +88,10 @@ class GleeLLMConfig:
             self.loss = LossWeights(**self.loss)
         if self.pointer_keys not in ("contents", "slots"):
             raise ValueError(f"pointer_keys must be contents or slots, got {self.pointer_keys!r}")
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {list(MASK_SOURCES)}, got {self.mask_source!r}")
+        if self.mask_source == "pointer" and not self.num_objects:
+            raise ValueError("mask_source 'pointer' needs object tokens to point at (num_objects > 0)")
         if self.silhouette_size < 0:
             raise ValueError(f"silhouette_size must be >= 0, got {self.silhouette_size}")
         if self.num_objects < 0 or self.seg_prompt_tokens < 1 or self.max_seg_tokens < 1:

@@ -28,7 +28,7 @@ from glee_core.mask_ops import masks_to_boxes
 from glee_core.modeling.glee import GleeModel
 from glee_core.structures import Detections
 from mllm.batching import GleeLLMBatch, collate
-from mllm.config import GleeLLMConfig
+from mllm.config import MASK_SOURCES, GleeLLMConfig
 from mllm.generation import MllmAnswer, cited_indices, segment_spans
 from mllm.losses import mask_bce, mask_dice, match_candidates, pointer_loss, token_ce
 from mllm.objects import ObjectTokens, propose_objects
@@ -99,9 +99,9 @@ class GleeLLM(nn.Module):
         self.vlm, self.processor, self.glee, self.config, self.token_ids = vlm, processor, glee, config, token_ids
         hidden = self.llm_hidden_size(vlm)
         self.seg_projector = SegProjector(hidden, glee.config.hidden_dim, config.seg_prompt_tokens)
-        region_dim = (glee.pixel_decoder.mask_features.out_channels + 3 + config.silhouette_size ** 2
-                      + len(config.object_categories) * config.object_class_scores)
-        self.object_projector = ObjectProjector(glee.config.hidden_dim, hidden, region_dim) if config.num_objects else None
+        self.object_projector = (ObjectProjector(glee.config.hidden_dim, hidden, region_parts(glee, config),
+                                                 raw_parts=(1,), output_rms=word_rms(vlm))  # 1: mean RGB
+                                 if config.num_objects else None)
         self.pointer = PointerHead(hidden) if config.num_objects else None
         policy = GleePolicy(config.glee_policy)
         if policy is GleePolicy.FROZEN:
@@ -329,17 +329,24 @@ class GleeLLM(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def generate(self, image: ImageSource, question: str, *, max_new_tokens: int | None = None) -> MllmAnswer:
-        """Answer ``question`` about ``image``: text, one :class:`Detections` per ``[SEG]`` and cited objects."""
+    def generate(self, image: ImageSource, question: str, *, max_new_tokens: int | None = None,
+                 mask_source: str | None = None) -> MllmAnswer:
+        """Answer ``question`` about ``image``: text, one :class:`Detections` per ``[SEG]`` and cited objects.
+        ``mask_source``: ``glee`` or ``pointer`` (default: ``config.mask_source``, see :class:`GleeLLMConfig`)."""
+        mask_source = mask_source or self.config.mask_source
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {list(MASK_SOURCES)}, got {mask_source!r}")
+        if mask_source == "pointer" and self.object_projector is None:
+            raise ValueError("mask_source 'pointer' needs object tokens; this model has none (num_objects = 0)")
         array = load_image(image)
         was_training = self.training
         self.eval()
         try:
-            return self._generate(array, question, max_new_tokens or self.config.max_new_tokens)
+            return self._generate(array, question, max_new_tokens or self.config.max_new_tokens, mask_source)
         finally:
             self.train(was_training)
 
-    def _generate(self, array: np.ndarray, question: str, max_new_tokens: int) -> MllmAnswer:
+    def _generate(self, array: np.ndarray, question: str, max_new_tokens: int, mask_source: str) -> MllmAnswer:
         if not question or not question.strip():
             raise ValueError("the question is empty")
         tokenizer = self.processor.tokenizer
@@ -369,13 +376,11 @@ class GleeLLM(nn.Module):
         seg_hidden, image_index = out.hidden_states[-1][seg], seg.nonzero()[:, 0]
         keys = self._pointer_keys(contents, out.hidden_states[-1], full)
         pointer_logits, pointed = self._pointer(seg_hidden, keys, objects, image_index)
-        candidates = self.segment(images, features, image_index, seg_hidden, pointed)
         text = tokenizer.decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
-        answer = self._answer(text, candidates, objects, batch.glee)
-        if pointer_logits is not None:
-            for span, index in zip(answer.segments, pointer_logits.argmax(-1).tolist()):
-                span.object_index = index
-        return answer
+        pointed_indices = [] if pointer_logits is None else pointer_logits.argmax(-1).tolist()
+        candidates = (self.segment(images, features, image_index, seg_hidden, pointed) if mask_source == "glee"
+                      else None)
+        return self._answer(text, candidates, objects, batch.glee, pointed_indices)
 
     def _answer_budget(self, new: torch.Tensor) -> int:
         """Keep at most ``max_seg_tokens`` ``[SEG]`` of a generated answer (later ones are cut with their text)."""
@@ -383,15 +388,27 @@ class GleeLLM(nn.Module):
         limit = self.config.max_seg_tokens
         return int(positions[limit]) if len(positions) > limit else len(new)
 
-    def _answer(self, text: str, candidates: SegCandidates, objects: ObjectTokens | None,
-                glee_batch: processing.ImageBatch) -> MllmAnswer:
+    def _answer(self, text: str, candidates: SegCandidates | None, objects: ObjectTokens | None,
+                glee_batch: processing.ImageBatch, pointed: list[int]) -> MllmAnswer:
+        """The answer's spans, each with the object token its ``[SEG]`` points at (``pointed``) and its mask: GLEE's
+        best candidate for it, or (``candidates`` None) the pointed object token's own mask."""
         spans = segment_spans(text)
-        chosen = candidates.best()
-        for index, span in enumerate(spans[: len(chosen)]):
-            q = chosen[index]
-            span.detections = self._detections(candidates.masks[index, q][None], candidates.boxes[index, q][None],
-                                               candidates.logits[index, q].sigmoid()[None], [span.phrase or "object"],
-                                               glee_batch)
+        for span, index in zip(spans, pointed):
+            span.object_index = index
+        chosen = None if candidates is None else candidates.best()
+        for index, span in enumerate(spans):
+            if chosen is not None and index < len(chosen):
+                q = int(chosen[index])
+                mask_logits, boxes, scores = (candidates.masks[index, q], candidates.boxes[index, q],
+                                              candidates.logits[index, q].sigmoid())
+            elif chosen is None and span.object_index is not None:
+                k = span.object_index
+                mask_logits, boxes, scores = (objects.mask_logits[0, k], self._padded_boxes(objects, glee_batch)[k],
+                                              objects.scores[0, k])
+            else:
+                continue
+            span.detections = self._detections(mask_logits[None], boxes[None], scores[None],
+                                               [span.phrase or "object"], glee_batch)
         proposals = None if objects is None else self._object_detections(objects, glee_batch)
         return MllmAnswer(text, spans, proposals, cited_indices(text))
 
@@ -415,11 +432,16 @@ class GleeLLM(nn.Module):
 
     def _object_detections(self, objects: ObjectTokens, glee_batch: processing.ImageBatch) -> Detections:
         names = [f"obj{k}" for k in range(len(objects.scores[0]))]
+        return self._detections(objects.mask_logits[0], self._padded_boxes(objects, glee_batch), objects.scores[0],
+                                names, glee_batch, labels=np.arange(len(names)))
+
+    @staticmethod
+    def _padded_boxes(objects: ObjectTokens, glee_batch: processing.ImageBatch) -> torch.Tensor:
+        """The object tokens' boxes of one image (cxcywh in [0, 1] of the image) -> [K, 4] cxcywh in [0, 1] of the
+        padded input, as GLEE's own boxes."""
         hp, wp = glee_batch.padded_size
         (h, w), = glee_batch.image_sizes
-        padded_boxes = objects.boxes[0] * objects.boxes.new_tensor([w / wp, h / hp, w / wp, h / hp])
-        return self._detections(objects.mask_logits[0], padded_boxes, objects.scores[0], names, glee_batch,
-                                labels=np.arange(len(names)))
+        return objects.boxes[0] * objects.boxes.new_tensor([w / wp, h / hp, w / wp, h / hp])
 
     @staticmethod
     def _detections(mask_logits: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, names: list[str],
@@ -434,6 +456,20 @@ class GleeLLM(nn.Module):
                           labels=np.zeros(len(names), np.int64) if labels is None else labels, label_names=names,
                           image_size=original, masks=masks.cpu().numpy())
 
+
+
+def region_parts(glee: GleeModel, config: GleeLLMConfig) -> tuple[int, ...]:
+    """Widths of the parts of an object token's region vector, in :func:`mllm.objects.propose_objects`' order:
+    mask features, mean RGB (3), silhouette (S²), class probabilities (one per category); absent parts left out."""
+    parts = (glee.pixel_decoder.mask_features.out_channels, 3, config.silhouette_size ** 2,
+             len(config.object_categories) * config.object_class_scores)
+    return tuple(width for width in parts if width)
+
+
+def word_rms(vlm: nn.Module) -> float:
+    """Root mean square of the VLM's input word embeddings (the scale object tokens start at)."""
+    weight = vlm.get_input_embeddings().weight
+    return float(weight.detach().float().pow(2).mean().sqrt())
 
 
 def mask_boxes(targets: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mllm.answer_io import answer_to_json, segments_as_detections
 from mllm.generation import MllmAnswer, cited_indices, segment_spans
@@ -25,6 +26,34 @@ def test_generate_returns_objects_and_consistent_spans(model, image):
         assert len(span.detections) == 1 and span.detections.masks.shape == (1, *image.shape[:2])
         assert 0 <= span.object_index < model.config.num_objects
     assert answer_to_json(answer, "q")["answer"] == answer.text
+
+
+def test_pointer_mask_source_gives_each_seg_the_mask_of_the_object_it_points_at(model, image):
+    from glee_core import processing
+
+    batch = processing.preprocess([image], model.glee.config.input)
+    with torch.no_grad():
+        objects = model.propose(batch)
+    answer = model._answer("the circle [SEG] and the star [SEG].", None, objects, batch, [3, 1])
+    shown = answer.objects
+    for span, k in zip(answer.segments, [3, 1], strict=True):
+        assert span.object_index == k and span.detections.label_names == [span.phrase]
+        assert np.array_equal(span.detections.masks[0], shown.masks[k])
+        assert np.allclose(span.detections.boxes[0], shown.boxes[k]) and span.detections.scores[0] == shown.scores[k]
+    generated = model.generate(image, "Please segment the red circle.", mask_source="pointer")
+    for span in generated.segments:
+        assert np.array_equal(span.detections.masks[0], generated.objects.masks[span.object_index])
+    with pytest.raises(ValueError, match=r"mask_source must be one of \['glee', 'pointer'\], got 'sam'"):
+        model.generate(image, "Please segment the red circle.", mask_source="sam")
+
+
+def test_pointer_mask_source_needs_object_tokens():
+    from mllm.config import GleeLLMConfig
+
+    with pytest.raises(ValueError, match=r"mask_source 'pointer' needs object tokens to point at \(num_objects > 0\)"):
+        GleeLLMConfig(num_objects=0, mask_source="pointer")
+    with pytest.raises(ValueError, match="mask_source must be one of"):
+        GleeLLMConfig(mask_source="proposals")
 
 
 def test_segments_become_one_detections_with_their_phrases(model, image):

@@ -116,8 +116,10 @@ def test_object_class_scores_are_glee_probabilities_of_the_chosen_queries(image)
     with torch.no_grad():
         objects = model.propose(batch.glee)
         out = model.glee(batch.glee.tensor, categories=["circle", "star"])
-    plain_dim = model.glee.pixel_decoder.mask_features.out_channels + 3 + 4
+    mask_dim = model.glee.pixel_decoder.mask_features.out_channels
+    plain_dim = mask_dim + 3 + 4
     assert objects.regions.shape == (1, 4, plain_dim + 2) and model.object_projector.region_dim == plain_dim + 2
+    assert model.object_projector.region_parts == (mask_dim, 3, 4, 2)  # features, RGB, silhouette, class scores
     probs = out.pred_logits.sigmoid()[0]  # [Q, 2]
     for k in range(4):  # each object's appended scores are the probabilities of the query it came from
         query = int((probs.amax(-1) - objects.scores[0, k]).abs().argmin())

@@ -100,6 +100,15 @@ class ShapeworldChats:
                           {"scene": scene_index, "kind": chat.kind, **chat.meta}, objects)
 
 
+def vocabulary_texts(source: SampleSource, count: int) -> list[str]:
+    """The texts of ``count`` samples of ``source``, to build a word tokenizer from. On shapeworld every kind of
+    ``data.kinds`` takes part whatever its rate: a kind at rate 0 in a first training stage (captions first, say)
+    still needs its words in the next stage, which reuses the tokenizer."""
+    if isinstance(source, ShapeworldChats) and source.kind_rates:
+        source = ShapeworldChats(source.scenes, source.kinds, source.seed, source.split)
+    return [text for i in range(count) for turn in source.sample(i).turns for text in turn]
+
+
 def _sem_seg(name: str, seed: int, images_dir: str, labels_dir: str, classes: str, class_layout: str = "ade20k",
              **kwargs):
     from train.mllm.sources import SemSegSource, ade20k_classes, cocostuff_classes, read_class_names

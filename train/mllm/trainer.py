@@ -36,6 +36,7 @@ from mllm.modeling import GleeLLM
 from train.checkpointing import STATE_NAME, check_same_run, load_trainer_state, save_atomically
 from train.curves import save_loss_curve
 from train.mllm.config import MllmTrainConfig
+from train.mllm.data_config import vocabulary_texts
 from train.mllm.samples import MllmSample, ProposalConsumer, SampleSource
 from train.schedules import lr_multiplier
 
@@ -174,9 +175,7 @@ def _base_vlm(config: MllmTrainConfig, source: SampleSource, tokenizer=None):
 
         tiny = section.tiny
         if tokenizer is None:
-            texts = ["USER: ASSISTANT:"] + [text for i in range(tiny.vocab_samples)
-                                            for turn in source.sample(i).turns for text in turn]
-            tokenizer = word_tokenizer(texts)
+            tokenizer = word_tokenizer(["USER: ASSISTANT:"] + vocabulary_texts(source, tiny.vocab_samples))
         return tiny_llava(tokenizer, image_size=tiny.image_size, hidden=tiny.hidden, layers=tiny.layers,
                           heads=tiny.heads)
     from transformers import AutoModelForImageTextToText, AutoProcessor

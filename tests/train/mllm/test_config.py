@@ -62,21 +62,29 @@ def test_recipes_load(name):
     assert "auto" not in str(ds)
 
 
-def test_proof_recipe_is_the_shipped_models_recipe():
+def test_proof_recipes_are_the_shipped_models_recipe():
     from train.data.shapeworld import CATEGORY_NAMES
 
+    first = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof_captions.yaml")
     cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof.yaml")
     assert deepspeed_config(cfg) is None and not cfg.model.lora.enabled
     assert cfg.model.object_categories == list(CATEGORY_NAMES)
+    # stage 1: captions and referring only, no pointer loss, no [SEG] through GLEE
+    assert (first.steps, first.model.init, first.data.scenes) == (600, None, 3000)
+    assert first.model.pointer_from_step >= first.steps and first.model.glee_from_step >= first.steps
+    assert {k for k, v in first.data.kind_rates.items() if v > 0} == {"caption", "referring"}
+    # stage 2: from stage 1's model, the whole mixture
+    assert cfg.model.init == f"{first.output_dir}/model"
     assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.model.pointer_from_step, cfg.data.scenes) == (
-        1600, 16, 1000, 600, 3000)
+        1600, 16, 1000, 0, 3000)
     assert set(cfg.data.kind_rates) == set(cfg.data.kinds) == {"reasoning", "referring", "pair", "caption"}
+    assert all(cfg.data.kind_rates.values())
     import json
 
     from mllm.io import BUNDLED
 
     shipped = json.loads((BUNDLED / "shapeworld-tiny" / "gleellm.json").read_text())["config"]
-    assert {k: shipped[k] for k in cfg.model.settings} == cfg.model.settings
+    assert {k: shipped[k] for k in first.model.settings} == first.model.settings
     assert shipped["object_categories"] == cfg.model.object_categories and shipped["num_objects"] == 10
 
 

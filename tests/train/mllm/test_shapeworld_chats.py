@@ -22,6 +22,19 @@ def test_kinds_are_drawn_at_their_rates_and_samples_are_deterministic():
     assert again.sample(7).turns == source.sample(7).turns and again.sample(7).meta == source.sample(7).meta
 
 
+def test_the_vocabulary_covers_kinds_at_rate_zero():
+    from train.mllm.data_config import vocabulary_texts
+
+    source = ShapeworldChats(20, ["reasoning", "referring"], kind_rates={"reasoning": 0, "referring": 1})
+    assert {source.sample(i).meta["kind"] for i in range(100)} == {"referring"}
+    texts = vocabulary_texts(source, 100)
+    sampled = [text for i in range(100) for turn in source.sample(i).turns for text in turn]
+    assert "segment" in " ".join(sampled) and "Which shape" not in " ".join(sampled)
+    assert "Which shape" in " ".join(texts) and "segment" in " ".join(texts)  # both kinds' words
+    plain = ShapeworldChats(20, ["reasoning", "referring"])
+    assert vocabulary_texts(plain, 10) == [t for i in range(10) for turn in plain.sample(i).turns for t in turn]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"kinds": ["riddle"]}, "subset of"),
     ({"kinds": ["reasoning"], "kind_rates": {"pair": 1}}, r"names kinds \['pair'\]"),

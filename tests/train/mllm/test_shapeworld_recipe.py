@@ -15,7 +15,8 @@ from train.mllm.trainer import MllmTrainer
 
 def test_shrunk_proof_recipe_learns_and_exports(tmp_path):
     torch.set_num_threads(1)
-    cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof.yaml")
+    cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof_captions.yaml")  # stage 1: the whole model
+    cfg.data.kind_rates = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof.yaml").data.kind_rates
     cfg.steps, cfg.batch_size, cfg.save_every, cfg.output_dir = 24, 4, 12, str(tmp_path / "run")
     cfg.data.scenes, cfg.optim.warmup_steps, cfg.optim.lr = 10, 2, 3e-3
     cfg.model.glee_from_step, cfg.model.pointer_from_step, cfg.model.train_mask_prompts = 16, 8, 1
