@@ -69,10 +69,10 @@ def test_proof_recipes_are_the_shipped_models_recipe():
     cfg = MllmTrainConfig.from_yaml(RECIPES / "mllm_shapeworld_proof.yaml")
     assert deepspeed_config(cfg) is None and not cfg.model.lora.enabled
     assert cfg.model.object_categories == list(CATEGORY_NAMES)
-    # stage 1: captions and referring only, no pointer loss, no [SEG] through GLEE
+    # stage 1: captions only, no pointer loss, no [SEG] through GLEE
     assert (first.steps, first.model.init, first.data.scenes) == (600, None, 3000)
     assert first.model.pointer_from_step >= first.steps and first.model.glee_from_step >= first.steps
-    assert {k for k, v in first.data.kind_rates.items() if v > 0} == {"caption", "referring"}
+    assert {k for k, v in first.data.kind_rates.items() if v > 0} == {"caption"}
     # stage 2: from stage 1's model, the whole mixture
     assert cfg.model.init == f"{first.output_dir}/model"
     assert (cfg.steps, cfg.batch_size, cfg.model.glee_from_step, cfg.model.pointer_from_step, cfg.data.scenes) == (
