@@ -29,7 +29,7 @@ from mllm.tokens import add_special_tokens
 CONFIG_FILE = "gleellm.json"
 BUNDLED = Path(__file__).resolve().parent / "weights"
 PROJECTORS_FILE = "projectors.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the per-part object projector (format 1 folders hold the one-LayerNorm projector)
 
 
 def _is_peft(model: nn.Module) -> bool:
@@ -89,8 +89,11 @@ def load_gleellm(directory: str | Path, *, vlm: str | Path | None = None, glee: 
         raise CheckpointError(f"{directory} is not a GleeLLM folder: {CONFIG_FILE} is missing")
     record = json.loads(record_file.read_text())
     if record.get("format_version") != FORMAT_VERSION:
+        hint = ("; format 1 was written before the object projector encoded each region part on its own "
+                "(2026-12): retrain, reusing its parts with `model.vlm: <folder>/vlm` and `model.glee: <folder>/glee`"
+                if record.get("format_version") == 1 else "")
         raise CheckpointError(f"{record_file} has format_version {record.get('format_version')!r}; "
-                              f"this gleekit reads {FORMAT_VERSION}")
+                              f"this gleekit reads {FORMAT_VERSION}{hint}")
     config = GleeLLMConfig.from_dict(record["config"])
     parts = record["parts"]
     source = vlm or (directory / parts["vlm"] if parts.get("vlm") else config.base_vlm)

@@ -63,6 +63,8 @@ def test_base_vlm_of_another_shape_is_refused(model, tmp_path):
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / CONFIG_FILE).unlink(), "not a GleeLLM folder"),
     (lambda f: (f / CONFIG_FILE).write_text(json.dumps({"format_version": 99})), "format_version 99"),
+    (lambda f: (f / CONFIG_FILE).write_text(json.dumps({"format_version": 1})),
+     r"format_version 1; this gleekit reads 2; format 1 was written before .* `model.glee: <folder>/glee`"),
 ])
 def test_broken_folders_are_reported(model, tmp_path, damage, message):
     folder = save_gleellm(model, tmp_path / "m")

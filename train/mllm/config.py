@@ -59,9 +59,9 @@ class ModelSection:
     ``train_mask_prompts``: at most this many ``[SEG]`` per micro-batch go through GLEE (None: all);
     ``glee_from_step``: before this optimizer step none does (token CE and the cheap pointer loss only: the LLM
     first learns which object a question means). ``pointer_from_step``: before this optimizer step the pointer
-    loss has weight 0 (on shapeworld it stops the LLM from learning to read an ``<objK>`` mention unless that
-    has formed first: region captions 0.15 of cited objects right with it from step 0, 0.80 with it from 600). ``settings``: further :class:`mllm.GleeLLMConfig` fields of a
-    new model (e.g. ``silhouette_size``, ``objects_after_question``, ``pointer_keys``, ``loss``)."""
+    loss has weight 0 (on shapeworld it keeps the LLM from learning to read an ``<objK>`` mention unless that
+    has formed first). ``settings``: further :class:`mllm.GleeLLMConfig` fields of a new model (e.g.
+    ``silhouette_size``, ``objects_after_question``, ``pointer_keys``, ``mask_source``, ``loss``)."""
 
     vlm: str = "tiny"
     glee: str = "nano"

@@ -1,6 +1,6 @@
 """The learning-proof recipe runs through the trainer: shrunk, it lowers the token loss, sends no [SEG] through
-GLEE before ``glee_from_step``, weighs the pointer loss 0 before ``pointer_from_step``, trains on captions of precomputed proposals, and exports a loadable model; a fresh
-start over its checkpoints is refused."""
+GLEE before ``glee_from_step``, weighs the pointer loss 0 before ``pointer_from_step``, trains on captions of
+precomputed proposals, and exports a loadable model; a fresh start over its checkpoints is refused."""
 from __future__ import annotations
 
 import numpy as np
