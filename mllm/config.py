@@ -11,6 +11,15 @@ from mllm.prompting import IMAGE_TOKEN, LLAVA_SYSTEM
 MASK_SOURCES = ("glee", "pointer")
 
 
+def check_mask_source(mask_source: str, num_objects: int) -> str:
+    """``mask_source`` if it is one of :data:`MASK_SOURCES` that a model with ``num_objects`` object tokens can use."""
+    if mask_source not in MASK_SOURCES:
+        raise ValueError(f"mask_source must be one of {list(MASK_SOURCES)}, got {mask_source!r}")
+    if mask_source == "pointer" and not num_objects:
+        raise ValueError("mask_source 'pointer' needs object tokens to point at (num_objects > 0)")
+    return mask_source
+
+
 @dataclass
 class LossWeights:
     """LISA's weights (token CE 1.0, mask BCE 2.0, mask Dice 0.5), GLEE's query selection and box L1, and the
@@ -88,10 +97,7 @@ class GleeLLMConfig:
             self.loss = LossWeights(**self.loss)
         if self.pointer_keys not in ("contents", "slots"):
             raise ValueError(f"pointer_keys must be contents or slots, got {self.pointer_keys!r}")
-        if self.mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {list(MASK_SOURCES)}, got {self.mask_source!r}")
-        if self.mask_source == "pointer" and not self.num_objects:
-            raise ValueError("mask_source 'pointer' needs object tokens to point at (num_objects > 0)")
+        check_mask_source(self.mask_source, self.num_objects)
         if self.silhouette_size < 0:
             raise ValueError(f"silhouette_size must be >= 0, got {self.silhouette_size}")
         if self.num_objects < 0 or self.seg_prompt_tokens < 1 or self.max_seg_tokens < 1:

@@ -28,7 +28,7 @@ from glee_core.mask_ops import masks_to_boxes
 from glee_core.modeling.glee import GleeModel
 from glee_core.structures import Detections
 from mllm.batching import GleeLLMBatch, collate
-from mllm.config import MASK_SOURCES, GleeLLMConfig
+from mllm.config import GleeLLMConfig, check_mask_source
 from mllm.generation import MllmAnswer, cited_indices, segment_spans
 from mllm.losses import mask_bce, mask_dice, match_candidates, pointer_loss, token_ce
 from mllm.objects import ObjectTokens, propose_objects
@@ -333,11 +333,7 @@ class GleeLLM(nn.Module):
                  mask_source: str | None = None) -> MllmAnswer:
         """Answer ``question`` about ``image``: text, one :class:`Detections` per ``[SEG]`` and cited objects.
         ``mask_source``: ``glee`` or ``pointer`` (default: ``config.mask_source``, see :class:`GleeLLMConfig`)."""
-        mask_source = mask_source or self.config.mask_source
-        if mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {list(MASK_SOURCES)}, got {mask_source!r}")
-        if mask_source == "pointer" and self.object_projector is None:
-            raise ValueError("mask_source 'pointer' needs object tokens; this model has none (num_objects = 0)")
+        mask_source = check_mask_source(mask_source or self.config.mask_source, self.config.num_objects)
         array = load_image(image)
         was_training = self.training
         self.eval()
