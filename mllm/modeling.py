@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from adapters.freeze import GleePolicy, freeze
@@ -373,7 +374,7 @@ class GleeLLM(nn.Module):
         keys = self._pointer_keys(contents, out.hidden_states[-1], full)
         pointer_logits, pointed = self._pointer(seg_hidden, keys, objects, image_index)
         text = tokenizer.decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
-        pointed_indices = [] if pointer_logits is None else pointer_logits.argmax(-1).tolist()
+        pointed_indices = [] if pointer_logits is None else distinct_objects(pointer_logits)
         candidates = (self.segment(images, features, image_index, seg_hidden, pointed) if mask_source == "glee"
                       else None)
         return self._answer(text, candidates, objects, batch.glee, pointed_indices)
@@ -452,6 +453,16 @@ class GleeLLM(nn.Module):
                           labels=np.zeros(len(names), np.int64) if labels is None else labels, label_names=names,
                           image_size=original, masks=masks.cpu().numpy())
 
+
+
+def distinct_objects(logits: torch.Tensor) -> list[int]:
+    """The object token each ``[SEG]`` of one answer points at, from pointer logits [N, K]: the most likely
+    assignment (sum of log-probabilities, Hungarian) in which no two ``[SEG]`` share an object — two masks of
+    one answer mean two objects; with more ``[SEG]`` than objects, each its own argmax."""
+    if len(logits) < 2 or len(logits) > logits.shape[1]:
+        return logits.argmax(-1).tolist()
+    rows, cols = linear_sum_assignment(-logits.float().log_softmax(-1).cpu().numpy())
+    return cols[np.argsort(rows)].tolist()
 
 
 def region_parts(glee: GleeModel, config: GleeLLMConfig) -> tuple[int, ...]:

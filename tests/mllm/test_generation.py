@@ -47,6 +47,18 @@ def test_pointer_mask_source_gives_each_seg_the_mask_of_the_object_it_points_at(
         model.generate(image, "Please segment the red circle.", mask_source="sam")
 
 
+def test_the_segs_of_one_answer_point_at_distinct_objects():
+    from mllm.modeling import distinct_objects
+
+    logits = torch.tensor([[0.0, 1.0, 5.0], [0.0, 3.0, 4.0]])  # both prefer object 2
+    assert logits.argmax(-1).tolist() == [2, 2] and distinct_objects(logits) == [2, 1]
+    swapped = torch.tensor([[0.0, 4.9, 5.0], [0.0, 0.0, 9.0]])  # the second is surer of 2: the first moves
+    assert distinct_objects(swapped) == [1, 2]
+    assert distinct_objects(torch.tensor([[1.0, 3.0]])) == [1]
+    crowded = torch.tensor([[1.0, 3.0], [1.0, 3.0], [2.0, 0.0]])  # more [SEG] than objects: argmax each
+    assert distinct_objects(crowded) == [1, 1, 0] and distinct_objects(torch.zeros(0, 4)) == []
+
+
 def test_pointer_mask_source_needs_object_tokens():
     from mllm.config import GleeLLMConfig
 
