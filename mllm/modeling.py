@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -392,21 +392,16 @@ class GleeLLM(nn.Module):
         spans = segment_spans(text)
         for span, index in zip(spans, pointed):
             span.object_index = index
+        proposals = None if objects is None else self._object_detections(objects, glee_batch)
         chosen = None if candidates is None else candidates.best()
         for index, span in enumerate(spans):
+            name = [span.phrase or "object"]
             if chosen is not None and index < len(chosen):
                 q = int(chosen[index])
-                mask_logits, boxes, scores = (candidates.masks[index, q], candidates.boxes[index, q],
-                                              candidates.logits[index, q].sigmoid())
+                span.detections = self._detections(candidates.masks[index, q][None], candidates.boxes[index, q][None],
+                                                   candidates.logits[index, q].sigmoid()[None], name, glee_batch)
             elif chosen is None and span.object_index is not None:
-                k = span.object_index
-                mask_logits, boxes, scores = (objects.mask_logits[0, k], self._padded_boxes(objects, glee_batch)[k],
-                                              objects.scores[0, k])
-            else:
-                continue
-            span.detections = self._detections(mask_logits[None], boxes[None], scores[None],
-                                               [span.phrase or "object"], glee_batch)
-        proposals = None if objects is None else self._object_detections(objects, glee_batch)
+                span.detections = replace(proposals[span.object_index], labels=np.zeros(1, np.int64), label_names=name)
         return MllmAnswer(text, spans, proposals, cited_indices(text))
 
     @torch.no_grad()
@@ -429,16 +424,11 @@ class GleeLLM(nn.Module):
 
     def _object_detections(self, objects: ObjectTokens, glee_batch: processing.ImageBatch) -> Detections:
         names = [f"obj{k}" for k in range(len(objects.scores[0]))]
-        return self._detections(objects.mask_logits[0], self._padded_boxes(objects, glee_batch), objects.scores[0],
-                                names, glee_batch, labels=np.arange(len(names)))
-
-    @staticmethod
-    def _padded_boxes(objects: ObjectTokens, glee_batch: processing.ImageBatch) -> torch.Tensor:
-        """The object tokens' boxes of one image (cxcywh in [0, 1] of the image) -> [K, 4] cxcywh in [0, 1] of the
-        padded input, as GLEE's own boxes."""
         hp, wp = glee_batch.padded_size
         (h, w), = glee_batch.image_sizes
-        return objects.boxes[0] * objects.boxes.new_tensor([w / wp, h / hp, w / wp, h / hp])
+        padded_boxes = objects.boxes[0] * objects.boxes.new_tensor([w / wp, h / hp, w / wp, h / hp])
+        return self._detections(objects.mask_logits[0], padded_boxes, objects.scores[0], names, glee_batch,
+                                labels=np.arange(len(names)))
 
     @staticmethod
     def _detections(mask_logits: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, names: list[str],
