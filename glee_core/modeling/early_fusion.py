@@ -58,16 +58,68 @@ class BiMultiHeadAttention(nn.Module):
                 lang_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``v`` [B, Nv, v_dim], ``l`` [B, Nl, l_dim], ``lang_mask`` [B, Nl] True = valid token.
 
-        Returns the updates (delta_v [B, Nv, v_dim], delta_l [B, Nl, l_dim]).
+        Returns the updates (delta_v [B, Nv, v_dim], delta_l [B, Nl, l_dim]). Without dropout (eval) this runs
+        :meth:`_folded` when the logit clamp provably never binds, else the official computation.
         """
+        if not (self.training and self.dropout) and not torch.jit.is_tracing():
+            folded = self._folded(v, l, lang_mask)
+            if folded is not None:
+                return folded
+        return self._official(v, l, lang_mask)
+
+    def _language_bias(self, lang_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """[B, Nl] additive vision->language logit bias of ``mask_language`` (None when it does not apply)."""
+        if lang_mask is None or not self.mask_language:
+            return None
+        return torch.zeros(lang_mask.shape, device=lang_mask.device, dtype=dtype).masked_fill(~lang_mask, MASKED_LOGIT)
+
+    def _folded(self, v: torch.Tensor, l: torch.Tensor,
+                lang_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The official attention with the vision-side projections folded into the (short) language side.
+
+        Per head h, with ``W`` the projections' weights and ``b`` their biases (exact algebra):
+        logits ``(v Wq_h' + bq_h) k_h'`` = ``v (k_h Wq_h)' + k_h bq_h``, where ``k_h bq_h`` is a per-token bias
+        that only the vision->language softmax sees (constant along the vision axis); ``out_v_proj`` of the merged
+        heads = sum_h ``P_h (vl_h Wo_h')``; and rows of ``P_l`` sum to 1, so ``P_l (v Wvv_h' + bvv_h)`` =
+        ``(P_l v) Wvv_h' + bvv_h``. Both softmax-weighted sums then run as fused ``scaled_dot_product_attention``
+        over ``v`` itself, so nothing of size [Nv, embed_dim] or [Nv, Nl] is ever stored and no [Nv, v_dim] x
+        [v_dim, embed_dim] projection is computed. Same values as :meth:`_official` up to float rounding
+        (the parity fixtures hold to 1e-4). Returns None when ``|logit| < LOGIT_CLAMP`` cannot be guaranteed
+        (Cauchy-Schwarz bound on the row norms), where the official clamp could change the result.
+        """
+        batch, num_v, v_dim = v.shape
+        num_l, heads, head_dim = l.shape[1], self.num_heads, self.head_dim
+        key = self.l_proj(l).view(batch, num_l, heads, head_dim).transpose(1, 2) * self.scale  # [B, H, Nl, hd]
+        key_v = key @ self.v_proj.weight.view(heads, head_dim, v_dim)  # [B, H, Nl, v_dim]
+        key_bias = key @ self.v_proj.bias.view(heads, head_dim, 1)  # [B, H, Nl, 1]
+        bound = (v.detach().norm(dim=-1).amax() * key_v.detach().norm(dim=-1).amax()
+                 + key_bias.detach().abs().amax())
+        if not bool(bound < LOGIT_CLAMP):
+            return None
+        vision_bias = key_bias.transpose(-1, -2)  # [B, H, 1, Nl]
+        language_bias = self._language_bias(lang_mask, vision_bias.dtype)
+        if language_bias is not None:
+            vision_bias = vision_bias + language_bias[:, None, None, :]
+        value_l = self.values_l_proj(l).view(batch, num_l, heads, head_dim).transpose(1, 2)
+        value_out = value_l @ self.out_v_proj.weight.view(v_dim, heads, head_dim).permute(1, 2, 0)  # [B,H,Nl,v_dim]
+        vision = v[:, None].expand(batch, heads, num_v, v_dim)
+        delta_v = F.scaled_dot_product_attention(vision, key_v, value_out, attn_mask=vision_bias.to(vision.dtype),
+                                                 scale=1.0).sum(1) + self.out_v_proj.bias
+        pooled = F.scaled_dot_product_attention(key_v, vision, vision, scale=1.0)  # [B, H, Nl, v_dim]
+        out_l = pooled @ self.values_v_proj.weight.view(heads, head_dim, v_dim).transpose(-1, -2)
+        out_l = out_l + self.values_v_proj.bias.view(heads, 1, head_dim)
+        return delta_v, self.out_l_proj(out_l.transpose(1, 2).reshape(batch, num_l, heads * head_dim))
+
+    def _official(self, v: torch.Tensor, l: torch.Tensor,
+                  lang_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official computation (projections, clamps, dropout on both softmaxes)."""
         batch = v.shape[0]
         query = self._heads(self.v_proj(v) * self.scale)
         key = self._heads(self.l_proj(l))
         value_v = self._heads(self.values_v_proj(v))
         value_l = self._heads(self.values_l_proj(l))
-        bias = None
-        if lang_mask is not None and self.mask_language:
-            bias = torch.zeros(lang_mask.shape, device=v.device, dtype=query.dtype).masked_fill(~lang_mask, MASKED_LOGIT)
+        bias = self._language_bias(lang_mask, query.dtype)
+        if bias is not None:
             bias = bias.repeat_interleave(self.num_heads, dim=0)[:, None, :]  # [B*heads, 1, Nl]
 
         # one (image, head) slice at a time: the [Nv, Nl] logits of an LVIS-size vocabulary (18k x 5k) are

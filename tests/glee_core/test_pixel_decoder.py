@@ -158,14 +158,14 @@ def test_language_mask_quirk():
 
 
 def test_fusion_per_slice_equals_batched_attention_and_trains():
-    """The sliced (and, without autograd, in-place) fusion equals a batched reference; gradients flow."""
+    """The official sliced (and, without autograd, in-place) fusion equals a batched reference; gradients flow."""
     torch.manual_seed(1)
     fuse = VLFuse(img_dim=16, lang_dim=8, embed_dim=32, num_heads=4).eval()
     attn = fuse.b_attn.attn
     visual, lang = torch.randn(2, 6, 16), torch.randn(2, 5, 8)
     v, l = fuse.b_attn.layer_norm_v(visual), fuse.b_attn.layer_norm_l(lang)
     with torch.no_grad():
-        delta_v, delta_l = attn(v, l)
+        delta_v, delta_l = attn._official(v, l, None)
         q = attn._heads(attn.v_proj(v) * attn.scale)
         logits = torch.bmm(q, attn._heads(attn.l_proj(l)).transpose(1, 2))
         probs_l = (logits.transpose(1, 2) - logits.transpose(1, 2).max(-1, keepdim=True)[0]).softmax(-1)
@@ -173,10 +173,48 @@ def test_fusion_per_slice_equals_batched_attention_and_trains():
         expected_l = attn.out_l_proj(attn._merge(torch.bmm(probs_l, attn._heads(attn.values_v_proj(v))), 2))
     torch.testing.assert_close(delta_v, expected_v)
     torch.testing.assert_close(delta_l, expected_l)
-    with_grad = attn(v, l)  # parameters require grad: the out-of-place path
+    with_grad = attn._official(v, l, None)  # parameters require grad: the out-of-place path
     assert torch.equal(with_grad[0], delta_v) and torch.equal(with_grad[1], delta_l)
     with_grad[0].sum().backward()
     assert attn.v_proj.weight.grad is not None and attn.v_proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mask_language", [False, True])
+def test_folded_fusion_equals_official(mask_language):
+    """Eval-mode fusion (projections folded into the language side, fused attention) gives the official values,
+    with and without the intended language mask, and trains; where the logit clamp could bind, and in training
+    with dropout, the official computation runs."""
+    torch.manual_seed(2)
+    fuse = VLFuse(img_dim=16, lang_dim=8, embed_dim=48, num_heads=4, mask_language=mask_language).eval()
+    attn = fuse.b_attn.attn
+    for p in attn.parameters():  # non-zero biases, so the folded bias terms are exercised
+        torch.nn.init.normal_(p, std=0.3)
+    v, l = torch.randn(2, 7, 16), torch.randn(2, 5, 8)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    with torch.no_grad():
+        official = attn._official(v, l, mask)
+        folded = attn._folded(v, l, mask)
+        assert folded is not None
+        for got, want in zip(attn(v, l, mask), official):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        if mask_language:  # the padded tokens of the second prompt are masked on the vision side
+            assert (official[0][1] - attn._official(v, l, None)[0][1]).abs().max() > 1e-4
+        big = v * 1e4  # logits beyond the clamp: the folded form cannot promise the official values
+        assert attn._folded(big, l, mask) is None
+        assert torch.equal(attn(big, l, mask)[0], attn._official(big, l, mask)[0])
+    grads = {}
+    for path in ("_official", "_folded"):
+        attn.zero_grad()
+        out_v, out_l = getattr(attn, path)(v, l, mask)
+        (out_v.square().sum() + out_l.sum()).backward()
+        grads[path] = {n: p.grad.clone() for n, p in attn.named_parameters()}
+    for name, grad in grads["_official"].items():
+        torch.testing.assert_close(grads["_folded"][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    fuse.train()
+    torch.manual_seed(3)
+    trained = attn(v, l, mask)
+    torch.manual_seed(3)
+    assert torch.equal(trained[0], attn._official(v, l, mask)[0])  # dropout: the official path
 
 
 @pytest.mark.parametrize("preset", ["lite-r50", pytest.param("plus-swinl", marks=pytest.mark.slow),
