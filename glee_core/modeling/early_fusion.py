@@ -54,18 +54,19 @@ class BiMultiHeadAttention(nn.Module):
         t = x.shape[1]
         return x.view(batch, self.num_heads, t, self.head_dim).transpose(1, 2).reshape(batch, t, -1)
 
-    def forward(self, v: torch.Tensor, l: torch.Tensor,
-                lang_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, v: torch.Tensor, l: torch.Tensor, lang_mask: torch.Tensor | None = None,
+                with_language: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``v`` [B, Nv, v_dim], ``l`` [B, Nl, l_dim], ``lang_mask`` [B, Nl] True = valid token.
 
-        Returns the updates (delta_v [B, Nv, v_dim], delta_l [B, Nl, l_dim]). Without dropout (eval) this runs
-        :meth:`_folded` when the logit clamp provably never binds, else the official computation.
+        Returns the updates (delta_v [B, Nv, v_dim], delta_l [B, Nl, l_dim], or None without ``with_language``:
+        the language->vision half is then not computed). Without dropout (eval) this runs :meth:`_folded` when
+        the logit clamp provably never binds, else the official computation.
         """
         if not (self.training and self.dropout) and not torch.jit.is_tracing():
-            folded = self._folded(v, l, lang_mask)
+            folded = self._folded(v, l, lang_mask, with_language)
             if folded is not None:
                 return folded
-        return self._official(v, l, lang_mask)
+        return self._official(v, l, lang_mask, with_language)
 
     def _language_bias(self, lang_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         """[B, Nl] additive vision->language logit bias of ``mask_language`` (None when it does not apply)."""
@@ -73,8 +74,8 @@ class BiMultiHeadAttention(nn.Module):
             return None
         return torch.zeros(lang_mask.shape, device=lang_mask.device, dtype=dtype).masked_fill(~lang_mask, MASKED_LOGIT)
 
-    def _folded(self, v: torch.Tensor, l: torch.Tensor,
-                lang_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _folded(self, v: torch.Tensor, l: torch.Tensor, lang_mask: torch.Tensor | None,
+                with_language: bool = True) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """The official attention with the vision-side projections folded into the (short) language side.
 
         Per head h, with ``W`` the projections' weights and ``b`` their biases (exact algebra):
@@ -105,18 +106,20 @@ class BiMultiHeadAttention(nn.Module):
         vision = v[:, None].expand(batch, heads, num_v, v_dim)
         delta_v = F.scaled_dot_product_attention(vision, key_v, value_out, attn_mask=vision_bias.to(vision.dtype),
                                                  scale=1.0).sum(1) + self.out_v_proj.bias
+        if not with_language:
+            return delta_v, None
         pooled = F.scaled_dot_product_attention(key_v, vision, vision, scale=1.0)  # [B, H, Nl, v_dim]
         out_l = pooled @ self.values_v_proj.weight.view(heads, head_dim, v_dim).transpose(-1, -2)
         out_l = out_l + self.values_v_proj.bias.view(heads, 1, head_dim)
         return delta_v, self.out_l_proj(out_l.transpose(1, 2).reshape(batch, num_l, heads * head_dim))
 
-    def _official(self, v: torch.Tensor, l: torch.Tensor,
-                  lang_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _official(self, v: torch.Tensor, l: torch.Tensor, lang_mask: torch.Tensor | None,
+                  with_language: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The official computation (projections, clamps, dropout on both softmaxes)."""
         batch = v.shape[0]
         query = self._heads(self.v_proj(v) * self.scale)
         key = self._heads(self.l_proj(l))
-        value_v = self._heads(self.values_v_proj(v))
+        value_v = self._heads(self.values_v_proj(v)) if with_language else None
         value_l = self._heads(self.values_l_proj(l))
         bias = self._language_bias(lang_mask, query.dtype)
         if bias is not None:
@@ -130,20 +133,25 @@ class BiMultiHeadAttention(nn.Module):
         for i in range(query.shape[0]):
             logits = query[i] @ key[i].T  # [Nv, Nl]
             logits = logits.clamp_(-LOGIT_CLAMP, LOGIT_CLAMP) if inplace else logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-            logits_l = logits.T.contiguous()  # [Nl, Nv]: reductions over the vision axis on contiguous rows
-            shift = logits_l.amax(dim=-1, keepdim=True)
-            logits_l = logits_l.sub_(shift) if inplace else logits_l - shift
-            logits_l = logits_l.clamp_(-LOGIT_CLAMP, LOGIT_CLAMP) if inplace else logits_l.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-            probs_l = F.dropout(logits_l.softmax(dim=-1), p=self.dropout, training=self.training)
-            out_l.append(probs_l @ value_v[i])
-            del probs_l, logits_l
+            if with_language:
+                out_l.append(self._language_slice(logits, value_v[i], inplace))
             if bias is not None:
                 logits = logits + bias[i]
             probs_v = F.dropout(logits.softmax(dim=-1), p=self.dropout, training=self.training)
             out_v.append(probs_v @ value_l[i])
-        out_v = self._merge(torch.stack(out_v), batch)
-        out_l = self._merge(torch.stack(out_l), batch)
-        return self.out_v_proj(out_v), self.out_l_proj(out_l)
+        out_v = self.out_v_proj(self._merge(torch.stack(out_v), batch))
+        if not with_language:
+            return out_v, None
+        return out_v, self.out_l_proj(self._merge(torch.stack(out_l), batch))
+
+    def _language_slice(self, logits: torch.Tensor, value_v: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """One slice of the official language->vision attention: logits [Nv, Nl], value_v [Nv, hd] -> [Nl, hd]."""
+        logits_l = logits.T.contiguous()  # [Nl, Nv]: reductions over the vision axis on contiguous rows
+        shift = logits_l.amax(dim=-1, keepdim=True)
+        logits_l = logits_l.sub_(shift) if inplace else logits_l - shift
+        logits_l = logits_l.clamp_(-LOGIT_CLAMP, LOGIT_CLAMP) if inplace else logits_l.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        probs_l = F.dropout(logits_l.softmax(dim=-1), p=self.dropout, training=self.training)
+        return probs_l @ value_v
 
 
 class BiAttentionBlock(nn.Module):
@@ -163,13 +171,14 @@ class BiAttentionBlock(nn.Module):
         self.gamma_v = nn.Parameter(torch.full((v_dim,), init_values))
         self.gamma_l = nn.Parameter(torch.full((l_dim,), init_values))
 
-    def forward(self, v: torch.Tensor, l: torch.Tensor,
-                lang_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``v`` [B, Nv, v_dim], ``l`` [B, Nl, l_dim], ``lang_mask`` [B, Nl] True = valid -> same shapes."""
+    def forward(self, v: torch.Tensor, l: torch.Tensor, lang_mask: torch.Tensor | None = None,
+                with_language: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``v`` [B, Nv, v_dim], ``l`` [B, Nl, l_dim], ``lang_mask`` [B, Nl] True = valid -> same shapes
+        (the language output None without ``with_language``)."""
         v = self.layer_norm_v(v)
         l = self.layer_norm_l(l)
-        delta_v, delta_l = self.attn(v, l, lang_mask)
-        return v + self.gamma_v * delta_v, l + self.gamma_l * delta_l
+        delta_v, delta_l = self.attn(v, l, lang_mask, with_language)
+        return v + self.gamma_v * delta_v, None if delta_l is None else l + self.gamma_l * delta_l
 
 
 class VLFuse(nn.Module):
@@ -183,11 +192,12 @@ class VLFuse(nn.Module):
         self.b_attn = BiAttentionBlock(img_dim, lang_dim, embed_dim, num_heads, dropout=dropout,
                                        init_values=init_values, mask_language=mask_language)
 
-    def forward(self, visual: torch.Tensor, lang_hidden: torch.Tensor,
-                lang_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, visual: torch.Tensor, lang_hidden: torch.Tensor, lang_mask: torch.Tensor | None = None,
+                with_language: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``visual`` [B, S, img_dim], ``lang_hidden`` [B, L, lang_dim], ``lang_mask`` [B, L] bool (True = valid).
 
-        Returns the fused (visual [B, S, img_dim], language [B, L, lang_dim]).
+        Returns the fused (visual [B, S, img_dim], language [B, L, lang_dim]); without ``with_language`` the
+        language half is skipped and None returned in its place (GLEE's encoder never reads it).
         """
         if visual.dim() != 3 or visual.shape[-1] != self.img_dim:
             raise ValueError(f"visual must be [B, S, {self.img_dim}], got {tuple(visual.shape)}")
@@ -197,4 +207,4 @@ class VLFuse(nn.Module):
         if lang_mask is not None and (lang_mask.shape != lang_hidden.shape[:2] or lang_mask.dtype != torch.bool):
             raise ValueError(f"lang mask must be bool {list(lang_hidden.shape[:2])}, "
                              f"got {lang_mask.dtype} {list(lang_mask.shape)}")
-        return self.b_attn(visual, lang_hidden, lang_mask)
+        return self.b_attn(visual, lang_hidden, lang_mask, with_language)

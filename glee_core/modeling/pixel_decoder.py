@@ -108,7 +108,9 @@ class DeformableEncoder(nn.Module):
         lang_hidden = None if lang is None else lang["hidden"]
         for i, (layer, vl_layer) in enumerate(zip(self.layers, self.vl_layers)):
             if lang_hidden is not None and isinstance(vl_layer, VLFuse):
-                src, lang_hidden = vl_layer(src, lang_hidden, lang.get("masks"))
+                # the fused language is read only by a later fusion layer (or a parity record)
+                later = any(isinstance(m, VLFuse) for m in self.vl_layers[i + 1:])
+                src, lang_hidden = vl_layer(src, lang_hidden, lang.get("masks"), with_language=later or record is not None)
                 if record is not None:
                     record[f"encoder.vl{i}.visual_out"] = src
                     record[f"encoder.vl{i}.lang_out"] = lang_hidden

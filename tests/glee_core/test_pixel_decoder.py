@@ -81,6 +81,8 @@ def test_tiny_parity_all_intermediates(tiny_model, tiny_case):
         assert_close(tensor, case[name], name=name)
     assert torch.equal(out.spatial_shapes, case["encoder.spatial_shapes"])
     assert out.spatial_shapes.tolist() == [[16, 20], [8, 10], [4, 5], [2, 3]]  # strides 8, 16, 32, 64
+    with torch.no_grad():  # without a record nothing reads the fused language: its half is skipped, same memory
+        assert torch.equal(tiny_model(features, _lang(case)).memory, out.memory)
     assert out.level_start_index.tolist() == [0, 320, 400, 420]
 
 
@@ -182,7 +184,7 @@ def test_fusion_per_slice_equals_batched_attention_and_trains():
 @pytest.mark.parametrize("mask_language", [False, True])
 def test_folded_fusion_equals_official(mask_language):
     """Eval-mode fusion (projections folded into the language side, fused attention) gives the official values,
-    with and without the intended language mask, and trains; where the logit clamp could bind, and in training
+    with and without the intended language mask, with or without the language half, and trains; where the logit clamp could bind, and in training
     with dropout, the official computation runs."""
     torch.manual_seed(2)
     fuse = VLFuse(img_dim=16, lang_dim=8, embed_dim=48, num_heads=4, mask_language=mask_language).eval()
@@ -197,6 +199,9 @@ def test_folded_fusion_equals_official(mask_language):
         assert folded is not None
         for got, want in zip(attn(v, l, mask), official):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for path in (attn._official, attn._folded):  # the vision half alone: same values, no language half
+            vision_only = path(v, l, mask, with_language=False)
+            assert vision_only[1] is None and torch.equal(vision_only[0], path(v, l, mask)[0])
         if mask_language:  # the padded tokens of the second prompt are masked on the vision side
             assert (official[0][1] - attn._official(v, l, None)[0][1]).abs().max() > 1e-4
         big = v * 1e4  # logits beyond the clamp: the folded form cannot promise the official values
