@@ -1,6 +1,6 @@
 """GLEE latency per image, stage by stage, in the settings of the official CPU measurements.
 
-    python benchmarks/glee_speed.py [--preset lite-r50] [--settings 1 80 1203 ref 80-cached 1203-cached]
+    python benchmarks/glee_speed.py [--preset lite-r50] [--settings anchor 1 80 1203 ref 80-cached 1203-cached]
                                     [--repeats 5] [--threads 2] [--device cpu] [--autocast bf16] [--json FILE]
 
 Random weights, a 480x640 RGB image resized by the official test path (800x1067 for lite-r50), fp32,
@@ -12,7 +12,9 @@ peak RSS, and the per-stage medians from forward hooks, printed beside the offic
 Settings: ``N`` = N category names with the official token counts (1 name = 3 tokens, 80 = 257,
 1,203 = 5,049; other N scaled like LVIS), text encoded on every call (the cache is off);
 ``N-cached`` = the same with the vocabulary cache warm (the text tower runs in the warm-up only);
-``ref`` = one 8-word referring expression.
+``ref`` = one 8-word referring expression; ``anchor`` = 1 name with the ResNet in the official NCHW layout,
+whose backbone time beside the official one measures how fast this machine is today against the one of the
+official figures (same work on both: the speed-ups are also printed divided by that factor).
 """
 from __future__ import annotations
 
@@ -126,7 +128,10 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     predictor = GleePredictor(model, device=device, autocast=AUTOCAST[autocast])
     image = np.random.default_rng(0).integers(0, 255, (*IMAGE_HW, 3), dtype=np.uint8)
     cached = setting.endswith("-cached")
-    if setting == "ref":
+    if setting == "anchor":
+        model.backbone.channels_last = False
+        prompt = Categories(category_names(1))
+    elif setting == "ref":
         prompt = Expression(EXPRESSION)
     else:
         prompt = Categories(category_names(int(setting.removesuffix("-cached"))))
@@ -173,24 +178,40 @@ def load_average() -> str:
 
 def _official_key(preset: str, setting: str) -> str | None:
     """The official figures measured GLEE-Lite (lite-r50) only."""
-    key = setting.removesuffix("-cached")
+    key = "1" if setting == "anchor" else setting.removesuffix("-cached")
     return key if preset == "lite-r50" and key in OFFICIAL else None
 
 
+def machine_factor(results: list[dict]) -> float | None:
+    """Official backbone seconds / this run's backbone seconds in the official layout (> 1: this machine is
+    faster today than the official measurement's), from the ``anchor`` setting; None without it."""
+    anchor = next((r for r in results if r["setting"] == "anchor"), None)
+    if anchor is None or _official_key(anchor["preset"], "anchor") is None:
+        return None
+    return OFFICIAL["1"][4]["backbone"] / anchor["stages"]["backbone"]
+
+
 def print_tables(results: list[dict], load: str) -> None:
-    console = Console(width=150)
+    console = Console(width=160)
+    factor = machine_factor(results)
     table = Table(title=f"GleePredictor, {results[0]['preset']}, random weights, {IMAGE_HW[0]}x{IMAGE_HW[1]} input, "
                         f"{results[0]['device']}, {results[0]['threads']} threads, autocast {results[0]['autocast']} ({load})")
     for column in ("setting", "median s", "min s", "max s", "peak RSS MB", "official median s",
-                   "official peak MB", "speed-up"):
+                   "official peak MB", "speed-up", "machine-adjusted"):
         table.add_column(column, justify="right")
     for r in results:
         official = OFFICIAL.get(_official_key(r["preset"], r["setting"]) or "")
         table.add_row(r["setting"], f"{r['median_s']:.2f}", f"{r['min_s']:.2f}", f"{r['max_s']:.2f}",
                       f"{r['peak_mb']:,.0f}", f"{official[0]:.1f}" if official else "-",
                       f"{official[3]:,}" if official else "-",
-                      f"{official[0] / r['median_s']:.1f}x" if official else "-")
+                      f"{official[0] / r['median_s']:.1f}x" if official else "-",
+                      f"{official[0] / r['median_s'] / factor:.1f}x" if official and factor else "-")
     console.print(table)
+    if factor:
+        console.print(f"machine anchor: the backbone in the official layout took "
+                      f"{OFFICIAL['1'][4]['backbone'] / factor:.2f} s here, {OFFICIAL['1'][4]['backbone']:.2f} s in "
+                      f"the official measurement: this machine is {factor:.2f}x as fast today; 'machine-adjusted' "
+                      f"divides the speed-ups by that")
     stages = Table(title="per-stage medians, s (official in brackets)")
     stages.add_column("stage")
     for r in results:
@@ -209,7 +230,8 @@ def print_tables(results: list[dict], load: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="lite-r50")
-    parser.add_argument("--settings", nargs="+", default=["1", "80", "1203", "ref", "80-cached", "1203-cached"])
+    parser.add_argument("--settings", nargs="+",
+                        default=["anchor", "1", "80", "1203", "ref", "80-cached", "1203-cached"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -227,7 +249,7 @@ def main() -> None:
     print_tables(results, load)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"load": load, "results": results}, handle, indent=2)
+            json.dump({"load": load, "machine_factor": machine_factor(results), "results": results}, handle, indent=2)
 
 
 if __name__ == "__main__":

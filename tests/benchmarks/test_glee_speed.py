@@ -28,3 +28,26 @@ def test_one_setting_reports_every_stage_and_the_cache_skips_the_text_tower():
     assert 0 < stages["encoder layers"] < stages["pixel decoder"] < uncached["median_s"]
     assert "text encoder" not in cached["stages"]  # encoded once, in the warm-up
     assert uncached["min_s"] <= uncached["median_s"] <= uncached["max_s"]
+
+
+def test_machine_anchor_adjusts_the_speed_ups(capsys):
+    """The ``anchor`` setting's backbone (official layout) against the official backbone gives the machine
+    factor; the table divides the speed-ups by it. Only lite-r50 has official figures."""
+    def result(setting, median, backbone, preset="lite-r50"):
+        return {"preset": preset, "setting": setting, "device": "cpu", "threads": 2, "autocast": "none",
+                "median_s": median, "min_s": median, "max_s": median, "peak_mb": 1000.0,
+                "stages": {"backbone": backbone}}
+
+    results = [result("anchor", 10.0, 0.995), result("80", 3.32, 0.7)]
+    assert glee_speed.machine_factor(results) == pytest.approx(2.0)
+    assert glee_speed.machine_factor(results[1:]) is None
+    assert glee_speed.machine_factor([result("anchor", 1.0, 0.5, preset="tiny")]) is None
+    glee_speed.print_tables(results, "load average 1.00")
+    out = capsys.readouterr().out
+    assert "10.0x" in out and "5.0x" in out  # 33.2 s official / 3.32 s, then / 2.0
+    assert "2.00x as fast today" in out
+
+
+def test_anchor_setting_runs_the_backbone_in_the_official_layout():
+    anchor = glee_speed.run_one("tiny", "anchor", repeats=1, device="cpu")
+    assert anchor["setting"] == "anchor" and anchor["stages"]["backbone"] > 0

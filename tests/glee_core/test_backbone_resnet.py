@@ -56,6 +56,13 @@ def test_tiny_parity(tiny_state):
         assert_close(feat, case[f"backbone.{name}"], name=name)
     assert model.out_strides == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
     assert model.out_channels == {"res2": 32, "res3": 64, "res4": 128, "res5": 256}
+    assert out["res5"].is_contiguous(memory_format=torch.channels_last)
+    model.channels_last = False  # the official NCHW layout: same features, plain contiguous
+    with torch.no_grad():
+        nchw = model(case["input.image"])
+    for name, feat in nchw.items():
+        assert feat.is_contiguous() and not feat.is_contiguous(memory_format=torch.channels_last)
+        assert_close(feat, case[f"backbone.{name}"], name=f"{name} (NCHW)")
 
 
 @pytest.mark.slow
