@@ -54,6 +54,9 @@ class PixelDecoderOutput:
     intermediates: dict[str, torch.Tensor] | None = None
 
 
+FFN_BLOCK = 2048  # tokens per block of the inference feed-forward (hidden 2048 x 2048 fp32 = 16 MB)
+
+
 class DeformableEncoderLayer(nn.Module):
     """Post-norm layer: ``x = norm1(x + attn(x + pos))``, then ``x = norm2(x + linear2(relu(linear1(x))))``."""
 
@@ -71,9 +74,17 @@ class DeformableEncoderLayer(nn.Module):
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
         """``src``, ``pos`` [B, S, C]; ``reference_points`` [B or 1, S, L, 2] -> [B, S, C]."""
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index)
-        src = self.norm1(src + F.dropout(attn, self.dropout, self.training))
-        ffn = self.linear2(F.dropout(F.relu(self.linear1(src)), self.dropout, self.training))
-        return self.norm2(src + F.dropout(ffn, self.dropout, self.training))
+        if self.training or torch.is_grad_enabled():
+            src = self.norm1(src + F.dropout(attn, self.dropout, self.training))
+            ffn = self.linear2(F.dropout(F.relu(self.linear1(src)), self.dropout, self.training))
+            return self.norm2(src + F.dropout(ffn, self.dropout, self.training))
+        # inference: the row-wise rest in blocks of tokens, so the [rows, dim_feedforward] hidden stays in cache
+        out = torch.empty_like(src)
+        for start in range(0, src.shape[1], FFN_BLOCK):
+            rows = slice(start, start + FFN_BLOCK)
+            block = self.norm1(src[:, rows] + attn[:, rows])
+            out[:, rows] = self.norm2(block + self.linear2(F.relu(self.linear1(block), inplace=True)))
+        return out
 
 
 class DeformableEncoder(nn.Module):

@@ -246,3 +246,21 @@ def test_real_size_encoder_memory(preset):
         assert_close(out.memory, case["encoder.memory"], name=f"{case_name} encoder.memory")
         stride = 8 if key == "pro_eva02l" else 4  # mask features at the finest pixel-decoder input
         assert out.mask_features.shape[-2:] == tuple(s // stride for s in case["input.image"].shape[-2:])
+
+
+def test_encoder_layer_inference_blocks_equal_the_whole(monkeypatch):
+    """Inference runs the post-attention rows in token blocks (a partial last block here); same values as one
+    block, and as the autograd path."""
+    from glee_core.modeling import pixel_decoder
+
+    torch.manual_seed(4)
+    layer = pixel_decoder.DeformableEncoderLayer(16, 32, 0.1, n_levels=2, n_heads=2, n_points=2).eval()
+    shapes = torch.tensor([[4, 5], [2, 3]])
+    starts = torch.tensor([0, 20])
+    src, pos, ref = torch.randn(2, 26, 16), torch.randn(2, 26, 16), torch.rand(1, 26, 2, 2)
+    with torch.no_grad():
+        whole = layer(src, pos, ref, shapes, starts)
+        monkeypatch.setattr(pixel_decoder, "FFN_BLOCK", 8)
+        blocks = layer(src, pos, ref, shapes, starts)
+    torch.testing.assert_close(blocks, whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(layer(src, pos, ref, shapes, starts).detach(), whole, rtol=1e-5, atol=1e-5)
