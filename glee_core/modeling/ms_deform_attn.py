@@ -70,9 +70,10 @@ def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, l
                             sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """Fast CPU kernel (shapes: module doc): one ``embedding_bag`` over the bilinear corners of all points.
 
-    Each level's map gets a one-pixel zero border and corner coordinates are clamped into it, so a corner
-    outside the map reads zero, as ``grid_sample``'s zeros padding does. Bag (query, head) sums its
-    L * P * 4 corner rows weighted by bilinear weight x attention weight. Differentiable in ``value``,
+    Each level's map gets a one-pixel zero border, so a corner just outside the map reads zero, as
+    ``grid_sample``'s zeros padding does; a point lying wholly outside gets weight zero. Bag (query, head) sums
+    its L * P * 4 corner rows (int32 indices where the table allows) weighted by bilinear weight x attention
+    weight. Differentiable in ``value``,
     ``sampling_locations`` and ``attention_weights`` like the reference; computes in float32 (or wider).
     """
     out_dtype = value.dtype
@@ -88,24 +89,27 @@ def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, l
     dtype = value.dtype
     size = torch.tensor(shapes, dtype=dtype, device=value.device)  # [L, 2] (H, W)
     height, width = size[:, 0].view(levels, 1), size[:, 1].view(levels, 1)
+    row_length = width.long() + 2  # [L, 1] bordered row length
     first_row = torch.tensor([0, *bordered[:-1]], device=value.device).cumsum(0).view(levels, 1)
     locations = sampling_locations.transpose(1, 2).reshape(n * heads, num_queries, levels, points, 2)
     x = locations[..., 0] * width - 0.5  # [N*M, Lq, L, P] pixel coordinates
     y = locations[..., 1] * height - 0.5
     x0, y0 = x.detach().floor(), y.detach().floor()  # integer corners carry no gradient (as floor's is zero)
     fx, fy = x - x0, y - y0
-    # corner coordinates clamped into the zero border, then rows of the bordered maps (all [N*M, Lq, L, P])
-    columns = [torch.minimum((x0 + dx).clamp_(min=-1.0), width).to(torch.int64) + 1 for dx in (0, 1)]
-    line_starts = [(torch.minimum((y0 + dy).clamp_(min=-1.0), height).to(torch.int64) + 1) * (width.long() + 2)
-                   + first_row for dy in (0, 1)]
-    line_starts = [r + (torch.arange(n * heads, device=value.device) * sum(bordered)).view(-1, 1, 1, 1)
-                   for r in line_starts]
-    attention = attention_weights.transpose(1, 2).reshape(n * heads, num_queries, levels, points)
-    row_weights = [(1 - fy) * attention, fy * attention]
-    column_weights = [1 - fx, fx]
+    # A point with x0 in [-1, W-1] and y0 in [-1, H-1] has its four corners inside the bordered map; any other
+    # point has all four outside the map (zero under zeros padding): its weight becomes 0, its corner clamped.
+    x0c, y0c = torch.minimum(x0.clamp(min=-1.0), width - 1), torch.minimum(y0.clamp(min=-1.0), height - 1)
+    inside = (x0c == x0) & (y0c == y0)
+    index = torch.int32 if n * heads * sum(bordered) < 2 ** 31 else torch.int64  # int32: half the traffic
+    heads_start = (torch.arange(n * heads, device=value.device) * sum(bordered)).view(-1, 1, 1, 1)
+    offset = (heads_start + first_row + 1).to(index)  # [N*M, 1, L, 1]: the head's table, the level's map, +1 column
+    top_left = (y0c.to(index) + 1) * row_length.to(index) + x0c.to(index) + offset  # [N*M, Lq, L, P]
+    below = top_left + row_length.to(index)
     # corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) of each point: [N*M, Lq, L, P, 4]
-    rows = torch.stack([line_starts[i] + columns[j] for i in (0, 1) for j in (0, 1)], dim=-1)
-    weights = torch.stack([row_weights[i] * column_weights[j] for i in (0, 1) for j in (0, 1)], dim=-1)
+    rows = torch.stack([top_left, top_left + 1, below, below + 1], dim=-1)
+    attention = attention_weights.transpose(1, 2).reshape(n * heads, num_queries, levels, points) * inside
+    upper, lower, left = (1 - fy) * attention, fy * attention, 1 - fx
+    weights = torch.stack([upper * left, upper * fx, lower * left, lower * fx], dim=-1)
     out = F.embedding_bag(rows.reshape(n * heads * num_queries, -1), table,
                           per_sample_weights=weights.reshape(n * heads * num_queries, -1), mode="sum")
     return out.view(n, heads, num_queries, dim).transpose(1, 2).reshape(n, num_queries, heads * dim).to(out_dtype)
