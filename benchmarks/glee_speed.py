@@ -15,7 +15,9 @@ Settings: ``N`` = N category names with the official token counts (1 name = 3 to
 ``ref`` = one 8-word referring expression; ``anchor`` = 1 name computed as the official code computes its two
 costliest image stages (ResNet in NCHW layout, deformable attention by the official ``grid_sample`` core): their
 time beside the official one measures how fast this machine is today against the one of the official figures
-(these machines drift by 2x from day to day); the speed-ups are also printed divided by that factor.
+(these machines drift by 2x from day to day); the speed-ups are also printed divided by that factor. The
+anchor's ResNet applies each frozen batch norm as one fused multiply-add where the official code makes two
+passes, so the factor errs slightly high and the adjusted speed-ups slightly low.
 """
 from __future__ import annotations
 

@@ -73,8 +73,8 @@ def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, l
     Each level's map gets a one-pixel zero border, so a corner just outside the map reads zero, as
     ``grid_sample``'s zeros padding does; a point lying wholly outside gets weight zero. Bag (query, head) sums
     its L * P * 4 corner rows (int32 indices where the table allows) weighted by bilinear weight x attention
-    weight. Differentiable in ``value``,
-    ``sampling_locations`` and ``attention_weights`` like the reference; computes in float32 (or wider).
+    weight. Differentiable in ``value``, ``sampling_locations`` and ``attention_weights`` like the reference;
+    computes in float32 (or wider).
     """
     out_dtype = value.dtype
     value, sampling_locations, attention_weights = _at_least_float32(value, sampling_locations, attention_weights)
