@@ -1,9 +1,10 @@
 """GLEE latency per image, stage by stage, in the settings of the official CPU measurements.
 
     python benchmarks/glee_speed.py [--preset lite-r50] [--settings anchor 1 80 1203 ref 80-cached 1203-cached]
-                                    [--repeats 5] [--threads 2] [--device cpu] [--autocast bf16] [--json FILE]
+                                    [--repeats 5] [--threads 2] [--device cpu] [--autocast bf16] [--image 480x640]
+                                    [--json FILE]
 
-Random weights, a 480x640 RGB image resized by the official test path (800x1067 for lite-r50), fp32,
+Random weights, a 480x640 RGB image (``--image``) resized by the official test path (800x1067 for lite-r50), fp32,
 eval mode. Every setting runs in a fresh process: one warm-up, then ``--repeats`` timed runs of
 ``GleePredictor.predict`` (pre- and post-processing included); median / min / max seconds, the process's
 peak RSS, and the per-stage medians from forward hooks, printed beside the official GLEE's figures
@@ -17,7 +18,9 @@ costliest image stages (ResNet in NCHW layout, deformable attention by the offic
 time beside the official one measures how fast this machine is today against the one of the official figures
 (these machines drift by 2x from day to day); the speed-ups are also printed divided by that factor. The
 anchor's ResNet applies each frozen batch norm as one fused multiply-add where the official code makes two
-passes, so the factor errs slightly high and the adjusted speed-ups slightly low.
+passes, so the factor errs slightly high and the adjusted speed-ups slightly low. The official figures are shown
+for lite-r50 on the CPU at 480x640 only. On CUDA the stage timer synchronises at every hook (``--image 800x1333``
+gives the GPU setting of issue 12: 800x1333 after the resize).
 """
 from __future__ import annotations
 
@@ -85,10 +88,12 @@ def category_names(count: int) -> list[str]:
 class StageTimer:
     """Wall time per stage from forward pre/post hooks, summed per run."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, synchronize: bool = False) -> None:
+        """``synchronize``: wait for the CUDA device at every hook (its kernels run asynchronously)."""
         from glee_core.modeling.early_fusion import VLFuse
         from glee_core.modeling.pixel_decoder import DeformableEncoderLayer
 
+        self.synchronize = synchronize
         self.totals: dict[str, float] = defaultdict(float)
         self._starts: dict[int, float] = {}
         named = {"text encoder": [model.text_encoder], "backbone": [model.backbone],
@@ -102,11 +107,16 @@ class StageTimer:
                 module.register_forward_pre_hook(self._start)
                 module.register_forward_hook(lambda m, i, o, stage=stage: self._stop(m, stage))
 
+    def _now(self) -> float:
+        if self.synchronize:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def _start(self, module, inputs) -> None:
-        self._starts[id(module)] = time.perf_counter()
+        self._starts[id(module)] = self._now()
 
     def _stop(self, module, stage: str) -> None:
-        self.totals[stage] += time.perf_counter() - self._starts.pop(id(module))
+        self.totals[stage] += self._now() - self._starts.pop(id(module))
 
     def take(self, wall: float) -> dict[str, float]:
         stages = dict(self.totals)
@@ -118,7 +128,8 @@ class StageTimer:
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str = "none") -> dict:
+def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str = "none",
+            image_hw: tuple[int, int] = IMAGE_HW) -> dict:
     """Time one setting in this process; returns medians, min, max, peak RSS and per-stage medians."""
     from glee_core.config import get_preset
     from glee_core.modeling.glee import GleeModel
@@ -130,7 +141,7 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     torch.manual_seed(0)
     model = GleeModel.from_config(get_preset(preset)).eval()
     predictor = GleePredictor(model, device=device, autocast=AUTOCAST[autocast])
-    image = np.random.default_rng(0).integers(0, 255, (*IMAGE_HW, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 255, (*image_hw, 3), dtype=np.uint8)
     cached = setting.endswith("-cached")
     if setting == "anchor":
         model.backbone.channels_last = False
@@ -142,7 +153,7 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
         prompt = Categories(category_names(int(setting.removesuffix("-cached"))))
     if not cached:
         model.vocabularies = VocabularyCache(max_entries=0)
-    timer = StageTimer(model)
+    timer = StageTimer(model, synchronize=device.startswith("cuda"))
     predictor.predict(image, prompt, topk=10)  # warm-up (and, cached, the one text encoding)
     timer.take(0.0)
     times, stages = [], defaultdict(list)
@@ -157,18 +168,19 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"preset": preset, "setting": setting, "threads": torch.get_num_threads(), "device": device,
-            "autocast": autocast,
+            "autocast": autocast, "image": list(image_hw),
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_mb": peak,
             "runs": len(times), "stages": {k: statistics.median(v) for k, v in stages.items()}}
 
 
 def run_settings(preset: str, settings: list[str], repeats: int, threads: int, device: str,
-                 autocast: str = "none") -> list[dict]:
+                 autocast: str = "none", image_hw: tuple[int, int] = IMAGE_HW) -> list[dict]:
     """:func:`run_one` for every setting, each in a fresh process (so peak RSS is the setting's own)."""
     results = []
     for setting in settings:
         command = [sys.executable, __file__, "--run-one", setting, "--preset", preset, "--repeats", str(repeats),
-                   "--threads", str(threads), "--device", device, "--autocast", autocast]
+                   "--threads", str(threads), "--device", device, "--autocast", autocast,
+                   "--image", f"{image_hw[0]}x{image_hw[1]}"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"setting {setting} failed:\n{done.stderr[-3000:]}")
@@ -177,14 +189,29 @@ def run_settings(preset: str, settings: list[str], repeats: int, threads: int, d
     return results
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` -> (H, W), both positive."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 480x640, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"image sides must be positive, got {text!r}")
+    return height, width
+
+
 def load_average() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _official_key(preset: str, setting: str) -> str | None:
-    """The official figures measured GLEE-Lite (lite-r50) only."""
+def _official_key(result: dict) -> str | None:
+    """The key of the official figures for ``result``'s setting: they measured GLEE-Lite (lite-r50) on the CPU
+    with a 480x640 image only."""
+    setting = result["setting"]
     key = "1" if setting == "anchor" else setting.removesuffix("-cached")
-    return key if preset == "lite-r50" and key in OFFICIAL else None
+    same = (result["preset"] == "lite-r50" and result["device"] == "cpu"
+            and tuple(result.get("image", IMAGE_HW)) == IMAGE_HW)
+    return key if same and key in OFFICIAL else None
 
 
 ANCHOR_STAGES = ("backbone", "encoder layers")
@@ -194,7 +221,7 @@ def machine_factor(results: list[dict]) -> float | None:
     """Official seconds / this run's seconds of the ``anchor`` setting's stages computed the official way
     (> 1: this machine is faster today than the official measurement's); None without the anchor."""
     anchor = next((r for r in results if r["setting"] == "anchor"), None)
-    if anchor is None or _official_key(anchor["preset"], "anchor") is None:
+    if anchor is None or _official_key(anchor) is None:
         return None
     return sum(OFFICIAL["1"][4][s] for s in ANCHOR_STAGES) / sum(anchor["stages"][s] for s in ANCHOR_STAGES)
 
@@ -202,13 +229,14 @@ def machine_factor(results: list[dict]) -> float | None:
 def print_tables(results: list[dict], load: str) -> None:
     console = Console(width=160)
     factor = machine_factor(results)
-    table = Table(title=f"GleePredictor, {results[0]['preset']}, random weights, {IMAGE_HW[0]}x{IMAGE_HW[1]} input, "
+    height, width = results[0].get("image", IMAGE_HW)
+    table = Table(title=f"GleePredictor, {results[0]['preset']}, random weights, {height}x{width} input, "
                         f"{results[0]['device']}, {results[0]['threads']} threads, autocast {results[0]['autocast']} ({load})")
     for column in ("setting", "median s", "min s", "max s", "peak RSS MB", "official median s",
                    "official peak MB", "speed-up", "machine-adjusted"):
         table.add_column(column, justify="right")
     for r in results:
-        official = OFFICIAL.get(_official_key(r["preset"], r["setting"]) or "")
+        official = OFFICIAL.get(_official_key(r) or "")
         table.add_row(r["setting"], f"{r['median_s']:.2f}", f"{r['min_s']:.2f}", f"{r['max_s']:.2f}",
                       f"{r['peak_mb']:,.0f}", f"{official[0]:.1f}" if official else "-",
                       f"{official[3]:,}" if official else "-",
@@ -227,7 +255,7 @@ def print_tables(results: list[dict], load: str) -> None:
     for stage in STAGES:
         cells = []
         for r in results:
-            official = OFFICIAL.get(_official_key(r["preset"], r["setting"]) or "")
+            official = OFFICIAL.get(_official_key(r) or "")
             ours = r["stages"].get(stage)
             theirs = official[4].get(stage) if official else None
             cells.append(("-" if ours is None else f"{ours:.2f}") + ("" if theirs is None else f" [{theirs:.2f}]"))
@@ -245,14 +273,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--autocast", choices=sorted(AUTOCAST), default="none",
                         help="run the forward under autocast (opt-in; changes outputs slightly)")
+    parser.add_argument("--image", type=image_size, default=IMAGE_HW, metavar="HxW",
+                        help="input image size before the official resize (default 480x640, the official setting)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.run_one:
-        print(json.dumps(run_one(args.preset, args.run_one, args.repeats, args.device, args.autocast)))
+        print(json.dumps(run_one(args.preset, args.run_one, args.repeats, args.device, args.autocast, args.image)))
         return
-    results = run_settings(args.preset, args.settings, args.repeats, args.threads, args.device, args.autocast)
+    results = run_settings(args.preset, args.settings, args.repeats, args.threads, args.device, args.autocast,
+                           args.image)
     load = load_average()
     print_tables(results, load)
     if args.json:

@@ -57,3 +57,36 @@ def test_anchor_setting_computes_the_official_way():
     finally:
         ms_deform_attn.set_ms_deform_attn_kernel(None)  # the benchmark runs each setting in its own process
     assert anchor["setting"] == "anchor" and anchor["stages"]["encoder layers"] > 0
+
+
+def test_image_size_option_and_official_figures_only_for_the_official_setting(capsys):
+    import argparse
+
+    assert glee_speed.image_size("800x1333") == (800, 1333)
+    for bad in ("800", "0x10", "axb"):
+        with pytest.raises(argparse.ArgumentTypeError, match="HxW|positive"):
+            glee_speed.image_size(bad)
+    result = glee_speed.run_one("tiny", "1", repeats=1, device="cpu", image_hw=(96, 160))
+    assert result["image"] == [96, 160]
+    lite = {**result, "preset": "lite-r50"}
+    assert glee_speed._official_key(lite) is None  # official figures: 480x640 only
+    assert glee_speed._official_key({**lite, "image": [480, 640]}) == "1"
+    assert glee_speed._official_key({**lite, "image": [480, 640], "device": "cuda"}) is None
+    assert glee_speed.machine_factor([{**lite, "setting": "anchor"}]) is None
+    glee_speed.print_tables([lite], "load average 1.00")
+    assert "96x160 input" in capsys.readouterr().out
+
+
+def test_gpu_check_script_parses_and_names_real_options():
+    """The prepared device run (benchmarks/gpu_check.sh) is valid bash and passes glee_speed options that exist."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    for option in ("--device cuda", "--autocast", "--image 800x1333", "--settings 80-cached 1203-cached 1203 ref"):
+        assert option in text
+    help_text = subprocess.run([sys.executable, str(script.parent / "glee_speed.py"), "--help"],
+                               capture_output=True, text=True).stdout
+    for option in ("--device", "--autocast", "--image", "--threads", "--repeats", "--settings", "--json"):
+        assert option in help_text
