@@ -146,11 +146,10 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     if setting == "anchor":
         model.backbone.channels_last = False
         set_ms_deform_attn_kernel(ms_deform_attn_core_pytorch)
-        prompt = Categories(category_names(1))
-    elif setting == "ref":
+    if setting == "ref":
         prompt = Expression(EXPRESSION)
     else:
-        prompt = Categories(category_names(int(setting.removesuffix("-cached"))))
+        prompt = Categories(category_names(int(prompt_of(setting))))
     if not cached:
         model.vocabularies = VocabularyCache(max_entries=0)
     timer = StageTimer(model, synchronize=device.startswith("cuda"))
@@ -204,11 +203,15 @@ def load_average() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def prompt_of(setting: str) -> str:
+    """The prompt a setting times: ``ref`` or a count of names (``anchor`` is 1 name, ``N-cached`` N)."""
+    return "1" if setting == "anchor" else setting.removesuffix("-cached")
+
+
 def _official_key(result: dict) -> str | None:
     """The key of the official figures for ``result``'s setting: they measured GLEE-Lite (lite-r50) on the CPU
     with a 480x640 image only."""
-    setting = result["setting"]
-    key = "1" if setting == "anchor" else setting.removesuffix("-cached")
+    key = prompt_of(result["setting"])
     same = (result["preset"] == "lite-r50" and result["device"] == "cpu"
             and tuple(result.get("image", IMAGE_HW)) == IMAGE_HW)
     return key if same and key in OFFICIAL else None

@@ -89,7 +89,8 @@ def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, l
     dtype = value.dtype
     size = torch.tensor(shapes, dtype=dtype, device=value.device)  # [L, 2] (H, W)
     height, width = size[:, 0].view(levels, 1), size[:, 1].view(levels, 1)
-    row_length = width.long() + 2  # [L, 1] bordered row length
+    index = torch.int32 if n * heads * sum(bordered) < 2 ** 31 else torch.int64  # int32: half the traffic
+    row_length = (width.long() + 2).to(index)  # [L, 1] bordered row length
     first_row = torch.tensor([0, *bordered[:-1]], device=value.device).cumsum(0).view(levels, 1)
     locations = sampling_locations.transpose(1, 2).reshape(n * heads, num_queries, levels, points, 2)
     x = locations[..., 0] * width - 0.5  # [N*M, Lq, L, P] pixel coordinates
@@ -100,11 +101,10 @@ def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, l
     # point has all four outside the map (zero under zeros padding): its weight becomes 0, its corner clamped.
     x0c, y0c = torch.minimum(x0.clamp(min=-1.0), width - 1), torch.minimum(y0.clamp(min=-1.0), height - 1)
     inside = (x0c == x0) & (y0c == y0)
-    index = torch.int32 if n * heads * sum(bordered) < 2 ** 31 else torch.int64  # int32: half the traffic
     heads_start = (torch.arange(n * heads, device=value.device) * sum(bordered)).view(-1, 1, 1, 1)
     offset = (heads_start + first_row + 1).to(index)  # [N*M, 1, L, 1]: the head's table, the level's map, +1 column
-    top_left = (y0c.to(index) + 1) * row_length.to(index) + x0c.to(index) + offset  # [N*M, Lq, L, P]
-    below = top_left + row_length.to(index)
+    top_left = (y0c.to(index) + 1) * row_length + x0c.to(index) + offset  # [N*M, Lq, L, P]
+    below = top_left + row_length
     # corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) of each point: [N*M, Lq, L, P, 4]
     rows = torch.stack([top_left, top_left + 1, below, below + 1], dim=-1)
     attention = attention_weights.transpose(1, 2).reshape(n * heads, num_queries, levels, points) * inside
