@@ -1,24 +1,26 @@
 """GLEE latency per image, stage by stage, in the settings of the official CPU measurements.
 
     python benchmarks/glee_speed.py [--preset lite-r50] [--settings anchor 1 80 1203 ref 80-cached 1203-cached]
-                                    [--repeats 5] [--threads 2] [--device cpu] [--autocast bf16] [--image 480x640]
-                                    [--json FILE]
+                                    [--repeats 5] [--rounds 1] [--threads 2] [--device cpu] [--autocast bf16]
+                                    [--image 480x640] [--json FILE]
 
 Random weights, a 480x640 RGB image (``--image``) resized by the official test path (800x1067 for lite-r50), fp32,
 eval mode. Every setting runs in a fresh process: one warm-up, then ``--repeats`` timed runs of
 ``GleePredictor.predict`` (pre- and post-processing included); median / min / max seconds, the process's
 peak RSS, and the per-stage medians from forward hooks, printed beside the official GLEE's figures
-(``shared/reference/glee/official_cpu_bench.md``, same machine kind, same settings).
+(``shared/reference/glee/official_cpu_bench.md``, same machine kind, same settings). ``--rounds R`` runs the
+whole list R times round-robin and prints medians over the rounds.
 
 Settings: ``N`` = N category names with the official token counts (1 name = 3 tokens, 80 = 257,
 1,203 = 5,049; other N scaled like LVIS), text encoded on every call (the cache is off);
 ``N-cached`` = the same with the vocabulary cache warm (the text tower runs in the warm-up only);
 ``ref`` = one 8-word referring expression; ``anchor`` = 1 name computed as the official code computes its two
-costliest image stages (ResNet in NCHW layout, deformable attention by the official ``grid_sample`` core): their
-time beside the official one measures how fast this machine is today against the one of the official figures
-(these machines drift by 2x from day to day); the speed-ups are also printed divided by that factor. The
-anchor's ResNet applies each frozen batch norm as one fused multiply-add where the official code makes two
-passes, so the factor errs slightly high and the adjusted speed-ups slightly low. The official figures are shown
+costliest image stages (ResNet in NCHW layout with each frozen batch norm a pass of its own, deformable
+attention by the official ``grid_sample`` core, the encoder feed-forward over all tokens at once): their time
+beside the official one measures how fast this machine is today against the one of the official figures (these
+machines drift by 2x from day to day); the speed-ups are also printed divided by that factor. The anchor's
+frozen batch norm is one fused multiply-add where the official code makes two passes (and its ReLUs run in
+place), so the factor errs slightly high and the adjusted speed-ups slightly low. The official figures are shown
 for lite-r50 on the CPU at 480x640 only. On CUDA the stage timer synchronises at every hook (``--image 800x1333``
 gives the GPU setting of issue 12: 800x1333 after the resize).
 """
@@ -132,7 +134,9 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
             image_hw: tuple[int, int] = IMAGE_HW) -> dict:
     """Time one setting in this process; returns medians, min, max, peak RSS and per-stage medians."""
     from glee_core.config import get_preset
+    from glee_core.modeling import pixel_decoder
     from glee_core.modeling.glee import GleeModel
+    from glee_core.modeling.layers import set_norm_folding
     from glee_core.modeling.ms_deform_attn import ms_deform_attn_core_pytorch, set_ms_deform_attn_kernel
     from glee_core.predictor import GleePredictor
     from glee_core.structures import Categories, Expression
@@ -145,7 +149,9 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     cached = setting.endswith("-cached")
     if setting == "anchor":
         model.backbone.channels_last = False
+        set_norm_folding(model.backbone, False)
         set_ms_deform_attn_kernel(ms_deform_attn_core_pytorch)
+        pixel_decoder.FFN_BLOCK = sys.maxsize
     if setting == "ref":
         prompt = Expression(EXPRESSION)
     else:
@@ -173,18 +179,19 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
 
 
 def run_settings(preset: str, settings: list[str], repeats: int, threads: int, device: str,
-                 autocast: str = "none", image_hw: tuple[int, int] = IMAGE_HW) -> list[dict]:
-    """:func:`run_one` for every setting, each in a fresh process (so peak RSS is the setting's own)."""
+                 autocast: str = "none", image_hw: tuple[int, int] = IMAGE_HW, rounds: int = 1) -> list[dict]:
+    """:func:`run_one` for every setting, each in a fresh process (so peak RSS is the setting's own); with
+    ``rounds`` > 1 the whole list again, round after round (``result["round"]``)."""
     results = []
-    for setting in settings:
+    for round_index, setting in ((k, s) for k in range(rounds) for s in settings):
         command = [sys.executable, __file__, "--run-one", setting, "--preset", preset, "--repeats", str(repeats),
                    "--threads", str(threads), "--device", device, "--autocast", autocast,
                    "--image", f"{image_hw[0]}x{image_hw[1]}"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"setting {setting} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{setting}: {results[-1]['median_s']:.2f} s", file=sys.stderr)
+        results.append({**json.loads(done.stdout.strip().splitlines()[-1]), "round": round_index})
+        print(f"round {round_index + 1}/{rounds}, {setting}: {results[-1]['median_s']:.2f} s", file=sys.stderr)
     return results
 
 
@@ -229,9 +236,33 @@ def machine_factor(results: list[dict]) -> float | None:
     return sum(OFFICIAL["1"][4][s] for s in ANCHOR_STAGES) / sum(anchor["stages"][s] for s in ANCHOR_STAGES)
 
 
+def combine_rounds(results: list[dict]) -> tuple[list[dict], dict[int, float]]:
+    """Per-setting rows over the rounds (``result["round"]``, 0 when absent), and each round's machine factor.
+
+    A row holds the median over rounds of the rounds' medians (and of each stage), the overall min / max / peak,
+    and ``adjusted``: the median over rounds of official / median / that round's factor, so a machine that
+    drifts between rounds is compared with itself (None without official figures or an anchor).
+    """
+    rounds = sorted({r.get("round", 0) for r in results})
+    factors = {k: f for k in rounds if (f := machine_factor([r for r in results if r.get("round", 0) == k]))}
+    rows = []
+    for setting in dict.fromkeys(r["setting"] for r in results):
+        runs = [r for r in results if r["setting"] == setting]
+        official = OFFICIAL.get(_official_key(runs[0]) or "")
+        adjusted = [official[0] / r["median_s"] / factors[r.get("round", 0)]
+                    for r in runs if official and r.get("round", 0) in factors]
+        stages = {stage: statistics.median(r["stages"][stage] for r in runs if stage in r["stages"])
+                  for stage in dict.fromkeys(k for r in runs for k in r["stages"])}
+        rows.append({**runs[0], "median_s": statistics.median(r["median_s"] for r in runs),
+                     "min_s": min(r["min_s"] for r in runs), "max_s": max(r["max_s"] for r in runs),
+                     "peak_mb": max(r["peak_mb"] for r in runs), "stages": stages, "rounds": len(runs),
+                     "adjusted": statistics.median(adjusted) if adjusted else None})
+    return rows, factors
+
+
 def print_tables(results: list[dict], load: str) -> None:
     console = Console(width=160)
-    factor = machine_factor(results)
+    results, factors = combine_rounds(results)
     height, width = results[0].get("image", IMAGE_HW)
     table = Table(title=f"GleePredictor, {results[0]['preset']}, random weights, {height}x{width} input, "
                         f"{results[0]['device']}, {results[0]['threads']} threads, autocast {results[0]['autocast']} ({load})")
@@ -244,13 +275,16 @@ def print_tables(results: list[dict], load: str) -> None:
                       f"{r['peak_mb']:,.0f}", f"{official[0]:.1f}" if official else "-",
                       f"{official[3]:,}" if official else "-",
                       f"{official[0] / r['median_s']:.1f}x" if official else "-",
-                      f"{official[0] / r['median_s'] / factor:.1f}x" if official and factor else "-")
+                      f"{r['adjusted']:.1f}x" if r["adjusted"] else "-")
     console.print(table)
-    if factor:
+    if factors:
         official = sum(OFFICIAL["1"][4][s] for s in ANCHOR_STAGES)
+        factor = statistics.median(factors.values())
         console.print(f"machine anchor: {' + '.join(ANCHOR_STAGES)} computed the official way took "
                       f"{official / factor:.2f} s here, {official:.2f} s in the official measurement: this machine "
-                      f"is {factor:.2f}x as fast today; 'machine-adjusted' divides the speed-ups by that")
+                      f"is {factor:.2f}x as fast today; 'machine-adjusted' divides the speed-ups by that"
+                      + (f" (each round by its own factor: {', '.join(f'{f:.2f}' for f in factors.values())})"
+                         if len(factors) > 1 else ""))
     stages = Table(title="per-stage medians, s (official in brackets)")
     stages.add_column("stage")
     for r in results:
@@ -278,6 +312,8 @@ def main() -> None:
                         help="run the forward under autocast (opt-in; changes outputs slightly)")
     parser.add_argument("--image", type=image_size, default=IMAGE_HW, metavar="HxW",
                         help="input image size before the official resize (default 480x640, the official setting)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the settings this many times round-robin; the table shows medians over rounds")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -285,13 +321,17 @@ def main() -> None:
     if args.run_one:
         print(json.dumps(run_one(args.preset, args.run_one, args.repeats, args.device, args.autocast, args.image)))
         return
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     results = run_settings(args.preset, args.settings, args.repeats, args.threads, args.device, args.autocast,
-                           args.image)
+                           args.image, args.rounds)
     load = load_average()
     print_tables(results, load)
     if args.json:
+        rows, factors = combine_rounds(results)
         with open(args.json, "w") as handle:
-            json.dump({"load": load, "machine_factor": machine_factor(results), "results": results}, handle, indent=2)
+            json.dump({"load": load, "machine_factors": factors, "combined": rows, "results": results}, handle,
+                      indent=2)
 
 
 if __name__ == "__main__":

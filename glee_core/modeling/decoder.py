@@ -124,7 +124,7 @@ class DecoderOutput:
     not predicted: in eval only the last layer predicts masks). ``hs`` [L, B, Q, C] (normed layer outputs);
     ``references`` [L+1, B, Q, 4] (internal reference boxes, sigmoid space).
     Two-stage head on the selected proposals: ``interm_logits``, ``interm_boxes``, ``interm_scores``,
-    ``interm_masks``; ``proposal_scores`` [B, S] (decoder level order) and ``proposal_index`` [B, Q].
+    ``interm_masks`` (None in eval unless asked for); ``proposal_scores`` [B, S] (decoder level order) and ``proposal_index`` [B, Q].
     ``denoising``: predictions of the DN queries when DN queries were given.
     """
 
@@ -142,7 +142,7 @@ class DecoderOutput:
     interm_logits: torch.Tensor
     interm_boxes: torch.Tensor
     interm_scores: torch.Tensor
-    interm_masks: torch.Tensor
+    interm_masks: torch.Tensor | None
     proposal_scores: torch.Tensor
     proposal_index: torch.Tensor
     denoising: DenoisingOutput | None = None
@@ -292,7 +292,7 @@ class MaskDINODecoder(nn.Module):
                 mode: PromptMode | str = PromptMode.CATEGORY, class_embeddings: torch.Tensor | None = None,
                 grounding_class: torch.Tensor | None = None, text_prompt: PromptTokens | None = None,
                 visual_prompts: Sequence[PromptTokens] | None = None,
-                denoising: DenoisingQueries | None = None) -> DecoderOutput:
+                denoising: DenoisingQueries | None = None, with_interm_masks: bool = False) -> DecoderOutput:
         """Decode objects.
 
         ``multi_scale_features``: ``num_feature_levels`` maps [B, hidden_dim, h_l, w_l] in pixel-decoder order
@@ -300,7 +300,8 @@ class MaskDINODecoder(nn.Module):
         ``mode`` CATEGORY: ``class_embeddings`` [K, dim_projection]. REFERRING: ``grounding_class``
         [B, dim_projection] and ``text_prompt`` (tokens [B, L, hidden_dim], True = PAD). VISUAL:
         ``class_embeddings`` and ``visual_prompts`` (one :class:`PromptTokens` per feature level).
-        ``denoising``: training-only DN queries from :meth:`prepare_for_dn`.
+        ``denoising``: training-only DN queries from :meth:`prepare_for_dn`. ``with_interm_masks``: also predict
+        the two-stage proposals' masks in eval (training always does; only its loss reads them).
         """
         mode = PromptMode(mode)
         self._check_inputs(multi_scale_features, mask_features, mode, class_embeddings, grounding_class, text_prompt,
@@ -318,12 +319,13 @@ class MaskDINODecoder(nn.Module):
             enc_scores = self.confidence_score(output_memory)
         else:
             enc_scores = self.class_logits(output_memory, class_embeddings, grounding_class)
-        enc_boxes = self._bbox_embed(output_memory) + output_proposals
         proposal_scores = enc_scores.max(-1).values
         proposal_index = proposal_scores.topk(self.num_queries, dim=1).indices
-        refpoint_undetached = _gather_queries(enc_boxes, proposal_index)
         tgt_undetached = _gather_queries(output_memory, proposal_index)
-        interm_logits, interm_scores, interm_masks = self.prediction_heads(tgt_undetached, with_masks=True, **heads)
+        # the box head is row-wise: run it on the selected proposals only, not on every memory token
+        refpoint_undetached = self._bbox_embed(tgt_undetached) + _gather_queries(output_proposals, proposal_index)
+        interm_logits, interm_scores, interm_masks = self.prediction_heads(
+            tgt_undetached, with_masks=self.training or with_interm_masks, **heads)
         refpoint = refpoint_undetached.detach()
         tgt = tgt_undetached.detach()
 

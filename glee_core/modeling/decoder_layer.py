@@ -108,11 +108,14 @@ class DeformableTransformerDecoderLayer(nn.Module):
 
     def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
                 memory: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, *,
-                self_attn_mask: torch.Tensor | None = None, prompt: PromptTokens | None = None) -> torch.Tensor:
+                self_attn_mask: torch.Tensor | None = None, prompt: PromptTokens | None = None,
+                shared: dict | None = None) -> torch.Tensor:
         """tgt, query_pos [B, Q, C]; reference_points [B, Q, n_levels, 4] (sigmoid space); memory [B, S, C];
-        self_attn_mask [Q, Q] bool (True = blocked) or None. Returns [B, Q, C]."""
+        self_attn_mask [Q, Q] bool (True = blocked) or None; ``shared``: the cross-attention's per-memory cache
+        (:class:`MSDeformAttn`). Returns [B, Q, C]."""
         tgt = self.self_attention(tgt, query_pos, self_attn_mask, prompt)
-        out = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index)
+        out = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index,
+                              shared=shared)
         tgt = self.norm1(tgt + out)
         return self.norm3(tgt + self.linear2(F.relu(self.linear1(tgt))))
 
@@ -157,12 +160,13 @@ class TransformerDecoder(nn.Module):
         reference = refpoints_unsigmoid.sigmoid()
         references = [reference]
         hs = []
+        shared: dict = {}  # the layers' cross-attentions all read ``memory``: what they derive from it, once
         for layer_id, layer in enumerate(self.layers):
             query_pos = self.ref_point_head(sine_embed_boxes(reference, num_feats=self.d_model // 2))
             output = layer(
                 output, query_pos, reference[:, :, None].expand(-1, -1, num_levels, -1), memory, spatial_shapes,
                 level_start_index, self_attn_mask=self_attn_mask,
-                prompt=None if layer_prompts is None else layer_prompts[layer_id],
+                prompt=None if layer_prompts is None else layer_prompts[layer_id], shared=shared,
             )
             new_reference = (self.bbox_embed[layer_id](output) + inverse_sigmoid(reference)).sigmoid()
             reference = new_reference.detach()

@@ -14,6 +14,29 @@ from torch.nn import functional as F
 
 LOGIT_CLAMP = 50000.0
 MASKED_LOGIT = -9e15
+GEMM_ATTENTION_KEYS = 4096  # heads x language tokens up to which plain GEMMs beat fused attention on the CPU
+GEMM_ATTENTION_BLOCK = 2**20  # logits per block of vision tokens (4 MB in float32)
+
+
+def _attend_summed_over_heads(v: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                              bias: torch.Tensor) -> torch.Tensor:
+    """sum_h softmax(v keys_h' + bias_h) values_h for v [B, Nv, D], keys / values [B, H, Nl, D], bias
+    [B, H, 1, Nl] -> [B, Nv, D], as two GEMMs over all heads at once per block of vision tokens.
+
+    With few language tokens (H x Nl <= ``GEMM_ATTENTION_KEYS``) this is ~2-6x faster on the CPU than
+    ``scaled_dot_product_attention`` per head (measured: 3 tokens 74 -> 12 ms, 77 tokens 132 -> 69 ms at
+    18,071 vision tokens), which wins for long vocabularies.
+    """
+    batch, heads, num_l, dim = keys.shape
+    keys, values = keys.reshape(batch, heads * num_l, dim), values.reshape(batch, heads * num_l, dim)
+    bias = bias.reshape(batch, 1, heads * num_l)
+    rows = max(1, GEMM_ATTENTION_BLOCK // (heads * num_l))
+    out = []
+    for start in range(0, v.shape[1], rows):
+        logits = torch.baddbmm(bias, v[:, start:start + rows], keys.transpose(1, 2))
+        probs = logits.view(batch, -1, heads, num_l).softmax(-1).view(batch, -1, heads * num_l)
+        out.append(probs @ values)
+    return torch.cat(out, dim=1)
 
 
 class BiMultiHeadAttention(nn.Module):
@@ -82,11 +105,12 @@ class BiMultiHeadAttention(nn.Module):
         logits ``(v Wq_h' + bq_h) k_h'`` = ``v (k_h Wq_h)' + k_h bq_h``, where ``k_h bq_h`` is a per-token bias
         that only the vision->language softmax sees (constant along the vision axis); ``out_v_proj`` of the merged
         heads = sum_h ``P_h (vl_h Wo_h')``; and rows of ``P_l`` sum to 1, so ``P_l (v Wvv_h' + bvv_h)`` =
-        ``(P_l v) Wvv_h' + bvv_h``. Both softmax-weighted sums then run as fused ``scaled_dot_product_attention``
-        over ``v`` itself, so nothing of size [Nv, embed_dim] or [Nv, Nl] is ever stored and no [Nv, v_dim] x
-        [v_dim, embed_dim] projection is computed. Same values as :meth:`_official` up to float rounding
-        (the parity fixtures hold to 1e-4). Returns None when ``|logit| < LOGIT_CLAMP`` cannot be guaranteed
-        (Cauchy-Schwarz bound on the row norms), where the official clamp could change the result.
+        ``(P_l v) Wvv_h' + bvv_h``. Both softmax-weighted sums then run over ``v`` itself, as fused
+        ``scaled_dot_product_attention`` (or, for few language tokens, as blocked GEMMs over all heads at once:
+        :func:`_attend_summed_over_heads`), so nothing of size [Nv, embed_dim] or [Nv, Nl] is ever stored whole
+        and no [Nv, v_dim] x [v_dim, embed_dim] projection is computed. Same values as :meth:`_official` up to
+        float rounding (the parity fixtures hold to 1e-4). Returns None when ``|logit| < LOGIT_CLAMP`` cannot be
+        guaranteed (Cauchy-Schwarz bound on the row norms), where the official clamp could change the result.
         """
         batch, num_v, v_dim = v.shape
         num_l, heads, head_dim = l.shape[1], self.num_heads, self.head_dim
@@ -104,8 +128,12 @@ class BiMultiHeadAttention(nn.Module):
         value_l = self.values_l_proj(l).view(batch, num_l, heads, head_dim).transpose(1, 2)
         value_out = value_l @ self.out_v_proj.weight.view(v_dim, heads, head_dim).permute(1, 2, 0)  # [B,H,Nl,v_dim]
         vision = v[:, None].expand(batch, heads, num_v, v_dim)
-        delta_v = F.scaled_dot_product_attention(vision, key_v, value_out, attn_mask=vision_bias.to(vision.dtype),
-                                                 scale=1.0).sum(1) + self.out_v_proj.bias
+        vision_bias = vision_bias.to(v.dtype)
+        if heads * num_l <= GEMM_ATTENTION_KEYS:
+            delta_v = _attend_summed_over_heads(v, key_v, value_out, vision_bias)
+        else:
+            delta_v = F.scaled_dot_product_attention(vision, key_v, value_out, attn_mask=vision_bias, scale=1.0).sum(1)
+        delta_v = delta_v + self.out_v_proj.bias
         if not with_language:
             return delta_v, None
         pooled = F.scaled_dot_product_attention(key_v, vision, vision, scale=1.0)  # [B, H, Nl, v_dim]

@@ -315,7 +315,7 @@ class GleeModel(nn.Module):
         else:
             raise ValueError("give categories, expressions or visual_prompt_masks")
 
-        decoder_kwargs: dict = {"mode": mode, "denoising": denoising}
+        decoder_kwargs: dict = {"mode": mode, "denoising": denoising, "with_interm_masks": record is not None}
         if mode is PromptMode.REFERRING:
             if expression_embeds is not None:
                 enc = expression_encoding(*self._checked_embeds(expression_embeds, expression_mask, batch))

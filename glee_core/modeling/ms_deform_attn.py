@@ -9,7 +9,9 @@ Two plain-PyTorch sampling cores compute the same thing (bilinear, zeros padding
 
 :class:`MSDeformAttn` uses the bag core on CPU when no gradient is recorded (inference) and the reference
 otherwise (training, and other devices, where ``grid_sample`` is fast); another kernel can be plugged in
-process-wide with :func:`set_ms_deform_attn_kernel`.
+process-wide with :func:`set_ms_deform_attn_kernel`. With few queries (the object decoder: 300 queries into
+~18k positions) fp32 CPU inference samples the unprojected values and projects the samples instead
+(:func:`sample_then_project`): the same sums in another order, without a [S, C] x [C, C] projection per layer.
 
 A kernel has the signature ``kernel(value, spatial_shapes, level_start_index, sampling_locations,
 attention_weights) -> output`` with
@@ -66,6 +68,56 @@ def ms_deform_attn_core_pytorch(value: torch.Tensor, spatial_shapes: torch.Tenso
     return out.transpose(1, 2).contiguous().to(out_dtype)
 
 
+def _bordered_table(value: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
+    """value [N, S, T, D] (T tables, e.g. heads) -> [N * T * sum_l (H_l + 2) * (W_l + 2), D]: every level's map of
+    every table with a one-pixel zero border, rows in (image, table, level, y, x) order."""
+    n, _, tables, dim = value.shape
+    maps = value.transpose(1, 2).reshape(n * tables, -1, dim).split([h * w for h, w in shapes], dim=1)
+    return torch.cat([F.pad(v.reshape(n * tables, h, w, dim), (0, 0, 1, 1, 1, 1)).flatten(1, 2)
+                      for v, (h, w) in zip(maps, shapes)], dim=1).reshape(-1, dim)
+
+
+def _bag_rows_and_weights(shapes: list[tuple[int, int]], sampling_locations: torch.Tensor,
+                          attention_weights: torch.Tensor, tables: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a :func:`_bordered_table` and their weights for one ``embedding_bag`` per (image, head, query).
+
+    ``sampling_locations`` [N, Lq, M, L, P, 2] and ``attention_weights`` [N, Lq, M, L, P] (float32 or wider);
+    ``tables``: M (one table per head) or 1 (all heads read one shared table). Returns rows [N*M*Lq, L*P*4]
+    (int32 where the table allows) and weights [N*M*Lq, L*P*4]: the four bilinear corners of each point, weighted
+    by bilinear weight x attention weight. A corner just outside its map reads the zero border, as
+    ``grid_sample``'s zeros padding does; a point lying wholly outside gets weight zero.
+    """
+    n, num_queries, heads, levels, points, _ = sampling_locations.shape
+    dtype, device = sampling_locations.dtype, sampling_locations.device
+    bordered = [(h + 2) * (w + 2) for h, w in shapes]
+    size = torch.tensor(shapes, dtype=dtype, device=device)  # [L, 2] (H, W)
+    height, width = size[:, 0].view(levels, 1), size[:, 1].view(levels, 1)
+    index = torch.int32 if n * tables * sum(bordered) < 2 ** 31 else torch.int64  # int32: half the traffic
+    row_length = (width.long() + 2).to(index)  # [L, 1] bordered row length
+    first_row = torch.tensor([0, *bordered[:-1]], device=device).cumsum(0).view(levels, 1)
+    locations = sampling_locations.transpose(1, 2).reshape(n * heads, num_queries, levels, points, 2)
+    x = locations[..., 0] * width - 0.5  # [N*M, Lq, L, P] pixel coordinates
+    y = locations[..., 1] * height - 0.5
+    x0, y0 = x.detach().floor(), y.detach().floor()  # integer corners carry no gradient (as floor's is zero)
+    fx, fy = x - x0, y - y0
+    # A point with x0 in [-1, W-1] and y0 in [-1, H-1] has its four corners inside the bordered map; any other
+    # point has all four outside the map (zero under zeros padding): its weight becomes 0, its corner clamped.
+    x0c, y0c = torch.minimum(x0.clamp(min=-1.0), width - 1), torch.minimum(y0.clamp(min=-1.0), height - 1)
+    inside = (x0c == x0) & (y0c == y0)
+    table_of = torch.arange(n * heads, device=device)
+    table_of = table_of if tables == heads else table_of // heads * tables  # (image, head) -> its table
+    offset = (table_of.view(-1, 1, 1, 1) * sum(bordered) + first_row + 1).to(index)  # the table, the level, +1 column
+    top_left = (y0c.to(index) + 1) * row_length + x0c.to(index) + offset  # [N*M, Lq, L, P]
+    below = top_left + row_length
+    # corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) of each point: [N*M, Lq, L, P, 4]
+    rows = torch.stack([top_left, top_left + 1, below, below + 1], dim=-1)
+    attention = attention_weights.transpose(1, 2).reshape(n * heads, num_queries, levels, points) * inside
+    upper, lower, left = (1 - fy) * attention, fy * attention, 1 - fx
+    weights = torch.stack([upper * left, upper * fx, lower * left, lower * fx], dim=-1)
+    bags = n * heads * num_queries
+    return rows.reshape(bags, -1), weights.reshape(bags, -1)
+
+
 def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                             sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """Fast CPU kernel (shapes: module doc): one ``embedding_bag`` over the bilinear corners of all points.
@@ -79,40 +131,39 @@ def ms_deform_attn_core_bag(value: torch.Tensor, spatial_shapes: torch.Tensor, l
     out_dtype = value.dtype
     value, sampling_locations, attention_weights = _at_least_float32(value, sampling_locations, attention_weights)
     n, _, heads, dim = value.shape
-    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    num_queries = sampling_locations.shape[1]
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    bordered = [(h + 2) * (w + 2) for h, w in shapes]
-    maps = value.transpose(1, 2).reshape(n * heads, -1, dim).split([h * w for h, w in shapes], dim=1)
-    table = torch.cat([F.pad(v.reshape(n * heads, h, w, dim), (0, 0, 1, 1, 1, 1)).flatten(1, 2)
-                       for v, (h, w) in zip(maps, shapes)], dim=1).reshape(-1, dim)  # [(N*M) * sum, D]
-
-    dtype = value.dtype
-    size = torch.tensor(shapes, dtype=dtype, device=value.device)  # [L, 2] (H, W)
-    height, width = size[:, 0].view(levels, 1), size[:, 1].view(levels, 1)
-    index = torch.int32 if n * heads * sum(bordered) < 2 ** 31 else torch.int64  # int32: half the traffic
-    row_length = (width.long() + 2).to(index)  # [L, 1] bordered row length
-    first_row = torch.tensor([0, *bordered[:-1]], device=value.device).cumsum(0).view(levels, 1)
-    locations = sampling_locations.transpose(1, 2).reshape(n * heads, num_queries, levels, points, 2)
-    x = locations[..., 0] * width - 0.5  # [N*M, Lq, L, P] pixel coordinates
-    y = locations[..., 1] * height - 0.5
-    x0, y0 = x.detach().floor(), y.detach().floor()  # integer corners carry no gradient (as floor's is zero)
-    fx, fy = x - x0, y - y0
-    # A point with x0 in [-1, W-1] and y0 in [-1, H-1] has its four corners inside the bordered map; any other
-    # point has all four outside the map (zero under zeros padding): its weight becomes 0, its corner clamped.
-    x0c, y0c = torch.minimum(x0.clamp(min=-1.0), width - 1), torch.minimum(y0.clamp(min=-1.0), height - 1)
-    inside = (x0c == x0) & (y0c == y0)
-    heads_start = (torch.arange(n * heads, device=value.device) * sum(bordered)).view(-1, 1, 1, 1)
-    offset = (heads_start + first_row + 1).to(index)  # [N*M, 1, L, 1]: the head's table, the level's map, +1 column
-    top_left = (y0c.to(index) + 1) * row_length + x0c.to(index) + offset  # [N*M, Lq, L, P]
-    below = top_left + row_length
-    # corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) of each point: [N*M, Lq, L, P, 4]
-    rows = torch.stack([top_left, top_left + 1, below, below + 1], dim=-1)
-    attention = attention_weights.transpose(1, 2).reshape(n * heads, num_queries, levels, points) * inside
-    upper, lower, left = (1 - fy) * attention, fy * attention, 1 - fx
-    weights = torch.stack([upper * left, upper * fx, lower * left, lower * fx], dim=-1)
-    out = F.embedding_bag(rows.reshape(n * heads * num_queries, -1), table,
-                          per_sample_weights=weights.reshape(n * heads * num_queries, -1), mode="sum")
+    rows, weights = _bag_rows_and_weights(shapes, sampling_locations, attention_weights, tables=heads)
+    out = F.embedding_bag(rows, _bordered_table(value, shapes), per_sample_weights=weights, mode="sum")
     return out.view(n, heads, num_queries, dim).transpose(1, 2).reshape(n, num_queries, heads * dim).to(out_dtype)
+
+
+def sampling_table(value_input: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
+    """Unprojected values [N, S, C] -> the bordered table [N * sum_l (H_l + 2) * (W_l + 2), C + 1] that
+    :func:`sample_then_project` reads: float32 (or wider), with a last channel of 1 on the map and 0 on the border,
+    so the sampled last channel is the weight that fell on the map."""
+    value = _at_least_float32(value_input)[0]
+    value = torch.cat([value, value.new_ones(value.shape[:-1] + (1,))], dim=-1)
+    return _bordered_table(value[:, :, None], [(int(h), int(w)) for h, w in spatial_shapes.tolist()])
+
+
+def sample_then_project(table: torch.Tensor, projection: nn.Linear, spatial_shapes: torch.Tensor,
+                        sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """The bag kernel applied to ``projection(value_input)``, computed as ``projection`` of the samples of
+    ``value_input`` itself (``table`` from :func:`sampling_table`): per head h, sum_k w_k (x_k W_h' + b_h) =
+    (sum_k w_k x_k) W_h' + (sum_k w_k) b_h, the sums running over the corners on the map (zeros padding reads
+    0, not b_h). Shapes as the kernels' (module doc) with heads M = ``attention_weights.shape[2]``; returns
+    [N, Lq, M * D] float32. Cheaper than projecting every position when few queries sample a large memory.
+    """
+    n, num_queries, heads = attention_weights.shape[:3]
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    rows, weights = _bag_rows_and_weights(shapes, sampling_locations, attention_weights, tables=1)
+    sampled = F.embedding_bag(rows, table, per_sample_weights=weights.to(table.dtype), mode="sum")
+    dim = projection.out_features // heads
+    bias = projection.bias if projection.bias is not None else projection.weight.new_zeros(projection.out_features)
+    matrix = torch.cat([projection.weight, bias[:, None]], dim=1).to(table.dtype)  # [M*D, C+1]
+    out = sampled.view(n, heads, num_queries, -1) @ matrix.view(heads, dim, -1).transpose(1, 2)  # [N, M, Lq, D]
+    return out.transpose(1, 2).reshape(n, num_queries, heads * dim)
 
 
 def default_ms_deform_attn_kernel(value: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
@@ -175,12 +226,13 @@ class MSDeformAttn(nn.Module):
 
     def forward(self, query: torch.Tensor, reference_points: torch.Tensor, value_input: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+                padding_mask: torch.Tensor | None = None, shared: dict | None = None) -> torch.Tensor:
         """Attend from ``query`` [N, Lq, C] to the flattened multi-level ``value_input`` [N, S, C].
 
         ``reference_points`` [N, Lq, L, 2] are (x, y) points or [N, Lq, L, 4] (cx, cy, w, h) boxes, in [0, 1];
         ``spatial_shapes`` [L, 2] int64; ``level_start_index`` [L]; ``padding_mask`` [N, S] True where padded.
-        Returns [N, Lq, C].
+        ``shared``: a dict the caller passes to every call on the same ``value_input`` (the object decoder's
+        layers), where :func:`sample_then_project`'s table is built once. Returns [N, Lq, C].
         """
         if query.dim() != 3 or value_input.dim() != 3:
             raise ValueError(f"query and value_input must be [N, L, C], got {tuple(query.shape)} "
@@ -193,26 +245,54 @@ class MSDeformAttn(nn.Module):
             raise ValueError(f"spatial_shapes cover {int(spatial_shapes.prod(1).sum())} positions, "
                              f"value_input has {num_values}")
 
-        value = self.value_proj(value_input)
-        if padding_mask is not None:
-            value = value.masked_fill(padding_mask[..., None], 0.0)
-        value = value.view(n, num_values, self.n_heads, self.d_model // self.n_heads)
-        offsets = self.sampling_offsets(query).view(n, num_queries, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(n, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(n, num_queries, self.n_heads, self.n_levels, self.n_points)
-
+        offset_shape = (n, num_queries, self.n_heads, self.n_levels, self.n_points, 2)
         if reference_points.shape[-1] == 2:
+            # offsets in pixels of each level / (W_l, H_l), as a product with the reciprocals laid out along the
+            # projection's output (a contiguous broadcast, several times faster than the 6-d division; <= 1 ulp)
             normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            normalizer = normalizer.to(torch.promote_types(query.dtype, torch.float32))
+            scale = normalizer.reciprocal().view(1, self.n_levels, 1, 2).expand(offset_shape[2:]).reshape(-1)
+            offsets = self.sampling_offsets(query) * scale
+            locations = reference_points[:, :, None, :, None, :] + offsets.view(offset_shape)
         elif reference_points.shape[-1] == 4:
+            offsets = self.sampling_offsets(query).view(offset_shape)
             locations = (reference_points[:, :, None, :, None, :2]
                          + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {reference_points.shape[-1]}")
 
         locations = locations.to(torch.promote_types(locations.dtype, torch.float32))
+        if self._samples_before_projecting(query, value_input, padding_mask):
+            key = (value_input.data_ptr(), value_input._version, tuple(value_input.shape),
+                   tuple(spatial_shapes.tolist()))
+            cache = {} if shared is None else shared
+            if cache.get("sampling_table_of") != key:
+                cache["sampling_table"], cache["sampling_table_of"] = sampling_table(value_input, spatial_shapes), key
+            out = sample_then_project(cache["sampling_table"], self.value_proj, spatial_shapes, locations, weights)
+            return self.output_proj(out)
+        value = self.value_proj(value_input)
+        if padding_mask is not None:
+            value = value.masked_fill(padding_mask[..., None], 0.0)
+        value = value.view(n, num_values, self.n_heads, self.d_model // self.n_heads)
         out = _kernel(value, spatial_shapes, level_start_index, locations, weights)
         return self.output_proj(out)
+
+    def _samples_before_projecting(self, query: torch.Tensor, value_input: torch.Tensor,
+                                   padding_mask: torch.Tensor | None) -> bool:
+        """Whether :func:`sample_then_project` serves this call: fp32 CPU inference with the default kernel, no
+        padding mask, a plain ``nn.Linear`` value projection (not LoRA-wrapped), and fewer gathered floats
+        (corners x (C + 1)) than 1/16 of the projection's multiply-adds (the measured break-even on CPU)."""
+        recording = torch.is_grad_enabled() and (query.requires_grad or value_input.requires_grad
+                                                 or any(p.requires_grad for p in self.value_proj.parameters()))
+        if (recording or padding_mask is not None or _kernel is not default_ms_deform_attn_kernel
+                or value_input.device.type != "cpu" or value_input.dtype != torch.float32
+                or type(self.value_proj) is not nn.Linear or self.value_proj.weight.dtype != torch.float32
+                or torch.is_autocast_enabled("cpu")):
+            return False
+        corners = query.shape[1] * self.n_heads * self.n_levels * self.n_points * 4
+        return corners * (self.d_model + 1) * 16 <= value_input.shape[1] * self.d_model * self.d_model
 
 
 def xavier_init_with_deformable_(module: nn.Module) -> None:

@@ -48,12 +48,37 @@ def test_machine_anchor_adjusts_the_speed_ups(capsys):
     assert "2.00x as fast today" in out
 
 
-def test_anchor_setting_computes_the_official_way():
-    from glee_core.modeling import ms_deform_attn
+def test_rounds_adjust_each_round_by_its_own_factor(capsys):
+    """Round-robin rounds: a round on a machine twice as fast gives twice the raw speed-up and twice the factor,
+    so its adjusted speed-up is the same; the rows are medians over the rounds."""
+    def result(round_index, setting, median, backbone):
+        return {"preset": "lite-r50", "setting": setting, "device": "cpu", "threads": 2, "autocast": "none",
+                "median_s": median, "min_s": median * 0.9, "max_s": median * 1.1, "peak_mb": 1000.0 + round_index,
+                "stages": {"backbone": backbone, "encoder layers": 5.55 / (1 + round_index)}, "round": round_index}
 
+    results = [result(0, "anchor", 10.0, 0.995), result(0, "80", 3.32, 0.7),   # factor 2: 33.2 / 3.32 / 2 = 5
+               result(1, "anchor", 5.0, 0.4975), result(1, "80", 1.66, 0.35)]  # factor 4: 33.2 / 1.66 / 4 = 5
+    rows, factors = glee_speed.combine_rounds(results)
+    assert factors == {0: pytest.approx(2.0), 1: pytest.approx(4.0)}
+    eighty = rows[1]
+    assert eighty["setting"] == "80" and eighty["rounds"] == 2
+    assert eighty["adjusted"] == pytest.approx(5.0)  # whereas the pooled median 2.49 s / median factor 3 gives 4.4
+    assert eighty["median_s"] == pytest.approx((3.32 + 1.66) / 2)
+    assert (eighty["min_s"], eighty["max_s"], eighty["peak_mb"]) == pytest.approx((1.494, 3.652, 1001.0))
+    assert eighty["stages"]["encoder layers"] == pytest.approx((5.55 + 2.775) / 2)
+    glee_speed.print_tables(results, "load average 1.00")
+    out = capsys.readouterr().out
+    assert "5.0x" in out and "each round by its own factor: 2.00, 4.00" in out
+
+
+def test_anchor_setting_computes_the_official_way(monkeypatch):
+    from glee_core.modeling import ms_deform_attn, pixel_decoder
+
+    monkeypatch.setattr(pixel_decoder, "FFN_BLOCK", pixel_decoder.FFN_BLOCK)  # restored afterwards
     try:
         anchor = glee_speed.run_one("tiny", "anchor", repeats=1, device="cpu")
         assert ms_deform_attn.get_ms_deform_attn_kernel() is ms_deform_attn.ms_deform_attn_core_pytorch
+        assert pixel_decoder.FFN_BLOCK == sys.maxsize  # the feed-forward over all tokens at once
     finally:
         ms_deform_attn.set_ms_deform_attn_kernel(None)  # the benchmark runs each setting in its own process
     assert anchor["setting"] == "anchor" and anchor["stages"]["encoder layers"] > 0

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from glee_core.modeling.backbones.resnet import ResNet
+from glee_core.modeling.layers import set_norm_folding
 from tests.conftest import REFERENCE_DIR, assert_close, load_case, require_reference, seeded_state
 
 TINY_KWARGS = dict(depth=50, stem_out_channels=16, res2_out_channels=32, width_per_group=8)
@@ -58,11 +59,13 @@ def test_tiny_parity(tiny_state):
     assert model.out_channels == {"res2": 32, "res3": 64, "res4": 128, "res5": 256}
     assert out["res5"].is_contiguous(memory_format=torch.channels_last)
     model.channels_last = False  # the official NCHW layout: same features, plain contiguous
+    set_norm_folding(model, False)  # and the official conv-then-norm passes
     with torch.no_grad():
         nchw = model(case["input.image"])
     for name, feat in nchw.items():
         assert feat.is_contiguous() and not feat.is_contiguous(memory_format=torch.channels_last)
         assert_close(feat, case[f"backbone.{name}"], name=f"{name} (NCHW)")
+        torch.testing.assert_close(out[name], feat, rtol=1e-5, atol=1e-5 * float(feat.abs().max()))
 
 
 @pytest.mark.slow

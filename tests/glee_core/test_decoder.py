@@ -73,10 +73,14 @@ def test_tiny_category_parity(tiny_decoder, case_a):
     features, mask_features = _case_a_inputs(case_a)
     with torch.no_grad():
         out = tiny_decoder(features, mask_features, mode=PromptMode.CATEGORY,
-                           class_embeddings=case_a["text.class_embeddings"])
+                           class_embeddings=case_a["text.class_embeddings"], with_interm_masks=True)
+        plain = tiny_decoder(features, mask_features, mode=PromptMode.CATEGORY,
+                             class_embeddings=case_a["text.class_embeddings"])
     _assert_fixture(case_a, out)
     assert out.layer_masks[:-1] == [None] * 3, "in eval only the last layer predicts masks"
     assert out.denoising is None
+    assert plain.interm_masks is None, "in eval the proposals' masks are predicted only when asked for"
+    torch.testing.assert_close(plain.pred_masks, out.pred_masks, rtol=0, atol=0)
 
 
 def test_multi_scale_features_are_the_encoder_memory(case_a):

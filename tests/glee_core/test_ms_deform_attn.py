@@ -13,6 +13,8 @@ from glee_core.modeling.ms_deform_attn import (
     get_ms_deform_attn_kernel,
     ms_deform_attn_core_bag,
     ms_deform_attn_core_pytorch,
+    sample_then_project,
+    sampling_table,
     set_ms_deform_attn_kernel,
 )
 
@@ -157,3 +159,53 @@ def test_input_validation():
         module(query, torch.rand(1, 5, 2, 3), torch.randn(1, 18, 8), SHAPES, LEVEL_START)
     with pytest.raises(ValueError, match="divisible"):
         MSDeformAttn(10, 2, 4, 3)
+
+
+def test_sample_then_project_equals_projecting_every_position():
+    """Few queries: the samples of the unprojected memory, projected, equal the official projected-then-sampled
+    values, bias included only for the corners on the map (points beyond [0, 1] exercise the border)."""
+    value_input, locations, weights = random_inputs()
+    value_input = value_input.flatten(2)  # [2, 18, 6] unprojected, 6 channels
+    torch.manual_seed(0)
+    projection = torch.nn.Linear(6, 6, dtype=torch.float64)  # 2 heads x 3 channels, non-zero bias
+    expected = ms_deform_attn_core_pytorch(projection(value_input).view(2, 18, 2, 3), SHAPES, LEVEL_START,
+                                           locations, weights)
+    table = sampling_table(value_input, SHAPES)
+    assert table.shape == (2 * (5 * 6 + 4 * 5), 7) and table[:, -1].sum() == 2 * 18  # ones on the maps only
+    got = sample_then_project(table, projection, SHAPES, locations, weights)
+    torch.testing.assert_close(got, expected.detach())
+
+
+def test_module_samples_before_projecting_only_where_it_pays_and_is_safe():
+    shapes, start = torch.tensor([[24, 20], [12, 10]]), torch.tensor([0, 480])
+    module = _module(d_model=32, n_levels=2, n_heads=4, n_points=2)
+    with torch.no_grad():
+        module.sampling_offsets.bias.mul_(8.0)  # points beyond the maps
+    g = torch.Generator().manual_seed(3)
+    memory, query = torch.randn(1, 600, 32, generator=g), torch.randn(1, 2, 32, generator=g)
+    ref = torch.rand(1, 2, 2, 4, generator=g)
+    set_ms_deform_attn_kernel(ms_deform_attn_core_pytorch)  # another kernel: the official order
+    try:
+        with torch.no_grad():
+            official = module(query, ref, memory, shapes, start, shared=(untouched := {}))
+    finally:
+        set_ms_deform_attn_kernel(None)
+    assert untouched == {}
+    shared = {}
+    with torch.no_grad():
+        first = module(query, ref, memory, shapes, start, shared=shared)
+        table = shared["sampling_table"]
+        second = module(query * 0.5, ref, memory, shapes, start, shared=shared)
+        assert shared["sampling_table"] is table  # built once per memory
+        memory.add_(1.0)  # changed in place: rebuilt
+        third = module(query, ref, memory, shapes, start, shared=shared)
+        assert shared["sampling_table"] is not table
+        memory.sub_(1.0)
+        many = module(torch.randn(1, 400, 32, generator=g), torch.rand(1, 400, 2, 4, generator=g), memory, shapes,
+                      start, shared=(projected_first := {}))
+    torch.testing.assert_close(first, official, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(second, first) and not torch.allclose(third, first)
+    assert projected_first == {} and many.shape == (1, 400, 32)  # 400 queries: projecting every position is cheaper
+    out = module(query, ref, memory, shapes, start, shared=(with_grad := {}))  # training: the official order
+    assert with_grad == {} and out.requires_grad
+    torch.testing.assert_close(out.detach(), official, rtol=1e-5, atol=1e-5)

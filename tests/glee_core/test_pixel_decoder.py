@@ -10,6 +10,7 @@ import torch
 
 from glee_core.config import get_preset
 from glee_core.modeling.backbones import build_backbone
+from glee_core.modeling import early_fusion
 from glee_core.modeling.early_fusion import VLFuse
 from glee_core.modeling.pixel_decoder import MaskDINOEncoder
 from tests.conftest import REFERENCE_DIR, assert_close, load_case, require_reference, seeded_state
@@ -181,11 +182,17 @@ def test_fusion_per_slice_equals_batched_attention_and_trains():
     assert attn.v_proj.weight.grad is not None and attn.v_proj.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("attention", ["gemm-blocks", "sdpa"])
 @pytest.mark.parametrize("mask_language", [False, True])
-def test_folded_fusion_equals_official(mask_language):
-    """Eval-mode fusion (projections folded into the language side, fused attention) gives the official values,
-    with and without the intended language mask, with or without the language half, and trains; where the logit clamp could bind, and in training
-    with dropout, the official computation runs."""
+def test_folded_fusion_equals_official(mask_language, attention, monkeypatch):
+    """Eval-mode fusion (projections folded into the language side; the vision update by blocked GEMMs over all
+    heads, several blocks here, or by fused attention) gives the official values, with and without the intended
+    language mask, with or without the language half, and trains; where the logit clamp could bind, and in
+    training with dropout, the official computation runs."""
+    if attention == "sdpa":
+        monkeypatch.setattr(early_fusion, "GEMM_ATTENTION_KEYS", 0)
+    else:
+        monkeypatch.setattr(early_fusion, "GEMM_ATTENTION_BLOCK", 40)  # 4 heads x 5 tokens: 2 vision rows a block
     torch.manual_seed(2)
     fuse = VLFuse(img_dim=16, lang_dim=8, embed_dim=48, num_heads=4, mask_language=mask_language).eval()
     attn = fuse.b_attn.attn
