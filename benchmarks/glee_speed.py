@@ -1,6 +1,6 @@
 """GLEE latency per image, stage by stage, in the settings of the official CPU measurements.
 
-    python benchmarks/glee_speed.py [--preset lite-r50] [--settings anchor 1 80 1203 ref 80-cached 1203-cached]
+    python benchmarks/glee_speed.py [--preset lite-r50] [--settings 1 80 1203 ref 80-cached 1203-cached anchor]
                                     [--repeats 5] [--rounds 1] [--threads 2] [--device cpu] [--autocast bf16]
                                     [--image 480x640] [--json FILE]
 
@@ -14,11 +14,13 @@ whole list R times round-robin and prints medians over the rounds.
 Settings: ``N`` = N category names with the official token counts (1 name = 3 tokens, 80 = 257,
 1,203 = 5,049; other N scaled like LVIS), text encoded on every call (the cache is off);
 ``N-cached`` = the same with the vocabulary cache warm (the text tower runs in the warm-up only);
-``ref`` = one 8-word referring expression; ``anchor`` = 1 name computed as the official code computes its two
-costliest image stages (ResNet in NCHW layout with each frozen batch norm a pass of its own, deformable
-attention by the official ``grid_sample`` core, the encoder feed-forward over all tokens at once): their time
-beside the official one measures how fast this machine is today against the one of the official figures (these
-machines drift by 2x from day to day); the speed-ups are also printed divided by that factor. The anchor's
+``ref`` = one 8-word referring expression. Machine anchor: these machines drift by 2x from day to day and by
+~20 % within minutes, so after every timed run each setting also times its image's two costliest stages computed
+as the official code computes them (ResNet in NCHW layout with each frozen batch norm a pass of its own,
+deformable attention by the official ``grid_sample`` core, the encoder feed-forward over all tokens at once):
+official time / that time is the machine factor of the setting (> 1: faster than at the official measurement),
+and the speed-ups are also printed divided by it ("machine-adjusted"). The setting ``anchor`` (1 name, the whole
+prediction computed that way; not in the default list) gives one factor for its round instead. The anchor's
 frozen batch norm is one fused multiply-add where the official code makes two passes (and its ReLUs run in
 place), so the factor errs slightly high and the adjusted speed-ups slightly low. The official figures are shown
 for lite-r50 on the CPU at 480x640 only. On CUDA the stage timer synchronises at every hook (``--image 800x1333``
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import ExitStack, contextmanager
 import os
 import resource
 import statistics
@@ -59,6 +62,7 @@ OFFICIAL = {
                                      "encoder layers": 9.1, "pixel decoder": 11.7, "object decoder": 0.91,
                                      "pre/post-processing": 0.0}),
 }
+ANCHOR_STAGES = ("backbone", "encoder layers")  # the stages the machine anchor computes the official way
 STAGES = ("text encoder", "distillation teacher", "backbone", "early fusion", "encoder layers", "pixel decoder",
           "object decoder", "pre/post-processing")
 
@@ -130,14 +134,39 @@ class StageTimer:
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str = "none",
-            image_hw: tuple[int, int] = IMAGE_HW) -> dict:
-    """Time one setting in this process; returns medians, min, max, peak RSS and per-stage medians."""
-    from glee_core.config import get_preset
+@contextmanager
+def official_way(model):
+    """Within: the anchor stages computed as the official code computes them (ResNet in NCHW layout with each
+    frozen batch norm a pass of its own, deformable attention by the ``grid_sample`` core, the encoder
+    feed-forward over all tokens at once); gleekit's defaults again after."""
     from glee_core.modeling import pixel_decoder
-    from glee_core.modeling.glee import GleeModel
     from glee_core.modeling.layers import set_norm_folding
     from glee_core.modeling.ms_deform_attn import ms_deform_attn_core_pytorch, set_ms_deform_attn_kernel
+
+    layout, block = model.backbone.channels_last, pixel_decoder.FFN_BLOCK
+    model.backbone.channels_last, pixel_decoder.FFN_BLOCK = False, sys.maxsize
+    set_norm_folding(model.backbone, False)
+    set_ms_deform_attn_kernel(ms_deform_attn_core_pytorch)
+    try:
+        yield
+    finally:
+        model.backbone.channels_last, pixel_decoder.FFN_BLOCK = layout, block
+        set_norm_folding(model.backbone, True)
+        set_ms_deform_attn_kernel(None)
+
+
+def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str = "none",
+            image_hw: tuple[int, int] = IMAGE_HW, paired_anchor: bool | None = None) -> dict:
+    """Time one setting in this process; returns medians, min, max, peak RSS and per-stage medians.
+
+    ``paired_anchor`` (default: where official figures exist, i.e. lite-r50 on the CPU at 480x640): after each
+    timed run, also time the anchor stages computed the official way (backbone and pixel decoder of the same
+    image, no prompt) and return their medians as ``anchor_stages``: the machine's speed measured at the same
+    moments as the setting.
+    """
+    from glee_core import processing
+    from glee_core.config import get_preset
+    from glee_core.modeling.glee import GleeModel
     from glee_core.predictor import GleePredictor
     from glee_core.structures import Categories, Expression
     from glee_core.vocabulary import VocabularyCache
@@ -147,11 +176,11 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     predictor = GleePredictor(model, device=device, autocast=AUTOCAST[autocast])
     image = np.random.default_rng(0).integers(0, 255, (*image_hw, 3), dtype=np.uint8)
     cached = setting.endswith("-cached")
+    if paired_anchor is None:
+        paired_anchor = setting != "anchor" and (preset, device, tuple(image_hw)) == ("lite-r50", "cpu", IMAGE_HW)
+    stack = ExitStack()
     if setting == "anchor":
-        model.backbone.channels_last = False
-        set_norm_folding(model.backbone, False)
-        set_ms_deform_attn_kernel(ms_deform_attn_core_pytorch)
-        pixel_decoder.FFN_BLOCK = sys.maxsize
+        stack.enter_context(official_way(model))
     if setting == "ref":
         prompt = Expression(EXPRESSION)
     else:
@@ -159,23 +188,39 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     if not cached:
         model.vocabularies = VocabularyCache(max_entries=0)
     timer = StageTimer(model, synchronize=device.startswith("cuda"))
-    predictor.predict(image, prompt, topk=10)  # warm-up (and, cached, the one text encoding)
-    timer.take(0.0)
-    times, stages = [], defaultdict(list)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predictor.predict(image, prompt, topk=10)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        for stage, seconds in timer.take(times[-1]).items():
-            stages[stage].append(seconds)
+    anchor_input = processing.preprocess([image], predictor.spec, device=model.device).tensor
+
+    def anchor_pass() -> None:
+        with official_way(model), torch.inference_mode():
+            model.pixel_decoder(model.backbone(anchor_input))
+
+    with stack:
+        predictor.predict(image, prompt, topk=10)  # warm-up (and, cached, the one text encoding)
+        if paired_anchor:
+            anchor_pass()
+        timer.take(0.0)
+        times, stages, anchor_stages = [], defaultdict(list), defaultdict(list)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predictor.predict(image, prompt, topk=10)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+            for stage, seconds in timer.take(times[-1]).items():
+                stages[stage].append(seconds)
+            if paired_anchor:
+                anchor_pass()
+                for stage, seconds in timer.take(0.0).items():
+                    anchor_stages[stage].append(seconds)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"preset": preset, "setting": setting, "threads": torch.get_num_threads(), "device": device,
-            "autocast": autocast, "image": list(image_hw),
-            "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_mb": peak,
-            "runs": len(times), "stages": {k: statistics.median(v) for k, v in stages.items()}}
+    result = {"preset": preset, "setting": setting, "threads": torch.get_num_threads(), "device": device,
+              "autocast": autocast, "image": list(image_hw),
+              "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_mb": peak,
+              "runs": len(times), "stages": {k: statistics.median(v) for k, v in stages.items()}}
+    if paired_anchor:
+        result["anchor_stages"] = {s: statistics.median(anchor_stages[s]) for s in ANCHOR_STAGES}
+    return result
 
 
 def run_settings(preset: str, settings: list[str], repeats: int, threads: int, device: str,
@@ -224,24 +269,28 @@ def _official_key(result: dict) -> str | None:
     return key if same and key in OFFICIAL else None
 
 
-ANCHOR_STAGES = ("backbone", "encoder layers")
+
+def _factor(result: dict, anchor_stages: dict[str, float]) -> float | None:
+    """Official seconds / these seconds of the anchor stages computed the official way (> 1: this machine is
+    faster than at the official measurement); None where ``result`` has no official figures."""
+    if _official_key(result) is None:
+        return None
+    return sum(OFFICIAL["1"][4][s] for s in ANCHOR_STAGES) / sum(anchor_stages[s] for s in ANCHOR_STAGES)
 
 
 def machine_factor(results: list[dict]) -> float | None:
-    """Official seconds / this run's seconds of the ``anchor`` setting's stages computed the official way
-    (> 1: this machine is faster today than the official measurement's); None without the anchor."""
+    """The factor of the ``anchor`` setting among ``results`` (one round); None without it."""
     anchor = next((r for r in results if r["setting"] == "anchor"), None)
-    if anchor is None or _official_key(anchor) is None:
-        return None
-    return sum(OFFICIAL["1"][4][s] for s in ANCHOR_STAGES) / sum(anchor["stages"][s] for s in ANCHOR_STAGES)
+    return None if anchor is None else _factor(anchor, anchor["stages"])
 
 
 def combine_rounds(results: list[dict]) -> tuple[list[dict], dict[int, float]]:
-    """Per-setting rows over the rounds (``result["round"]``, 0 when absent), and each round's machine factor.
+    """Per-setting rows over the rounds (``result["round"]``, 0 when absent), and each round's ``anchor`` factor.
 
     A row holds the median over rounds of the rounds' medians (and of each stage), the overall min / max / peak,
-    and ``adjusted``: the median over rounds of official / median / that round's factor, so a machine that
-    drifts between rounds is compared with itself (None without official figures or an anchor).
+    ``factor`` and ``adjusted``: the median over rounds of the machine factor and of official / median / factor,
+    where a result's factor comes from its own paired anchor passes (``anchor_stages``), else from its round's
+    ``anchor`` setting; so a machine that drifts is compared with itself (None without official figures).
     """
     rounds = sorted({r.get("round", 0) for r in results})
     factors = {k: f for k in rounds if (f := machine_factor([r for r in results if r.get("round", 0) == k]))}
@@ -249,14 +298,17 @@ def combine_rounds(results: list[dict]) -> tuple[list[dict], dict[int, float]]:
     for setting in dict.fromkeys(r["setting"] for r in results):
         runs = [r for r in results if r["setting"] == setting]
         official = OFFICIAL.get(_official_key(runs[0]) or "")
-        adjusted = [official[0] / r["median_s"] / factors[r.get("round", 0)]
-                    for r in runs if official and r.get("round", 0) in factors]
+        paired = [(r, _factor(r, r["anchor_stages"]) if "anchor_stages" in r else factors.get(r.get("round", 0)))
+                  for r in runs]
+        paired = [(r, f) for r, f in paired if f]
         stages = {stage: statistics.median(r["stages"][stage] for r in runs if stage in r["stages"])
                   for stage in dict.fromkeys(k for r in runs for k in r["stages"])}
         rows.append({**runs[0], "median_s": statistics.median(r["median_s"] for r in runs),
                      "min_s": min(r["min_s"] for r in runs), "max_s": max(r["max_s"] for r in runs),
                      "peak_mb": max(r["peak_mb"] for r in runs), "stages": stages, "rounds": len(runs),
-                     "adjusted": statistics.median(adjusted) if adjusted else None})
+                     "factor": statistics.median(f for _, f in paired) if paired else None,
+                     "adjusted": statistics.median(official[0] / r["median_s"] / f for r, f in paired)
+                     if official and paired else None})
     return rows, factors
 
 
@@ -267,7 +319,7 @@ def print_tables(results: list[dict], load: str) -> None:
     table = Table(title=f"GleePredictor, {results[0]['preset']}, random weights, {height}x{width} input, "
                         f"{results[0]['device']}, {results[0]['threads']} threads, autocast {results[0]['autocast']} ({load})")
     for column in ("setting", "median s", "min s", "max s", "peak RSS MB", "official median s",
-                   "official peak MB", "speed-up", "machine-adjusted"):
+                   "official peak MB", "speed-up", "machine factor", "machine-adjusted"):
         table.add_column(column, justify="right")
     for r in results:
         official = OFFICIAL.get(_official_key(r) or "")
@@ -275,16 +327,17 @@ def print_tables(results: list[dict], load: str) -> None:
                       f"{r['peak_mb']:,.0f}", f"{official[0]:.1f}" if official else "-",
                       f"{official[3]:,}" if official else "-",
                       f"{official[0] / r['median_s']:.1f}x" if official else "-",
+                      f"{r['factor']:.2f}" if r["factor"] else "-",
                       f"{r['adjusted']:.1f}x" if r["adjusted"] else "-")
     console.print(table)
-    if factors:
+    if any(r["factor"] for r in results):
         official = sum(OFFICIAL["1"][4][s] for s in ANCHOR_STAGES)
-        factor = statistics.median(factors.values())
-        console.print(f"machine anchor: {' + '.join(ANCHOR_STAGES)} computed the official way took "
-                      f"{official / factor:.2f} s here, {official:.2f} s in the official measurement: this machine "
-                      f"is {factor:.2f}x as fast today; 'machine-adjusted' divides the speed-ups by that"
-                      + (f" (each round by its own factor: {', '.join(f'{f:.2f}' for f in factors.values())})"
-                         if len(factors) > 1 else ""))
+        console.print(f"machine factor: {' + '.join(ANCHOR_STAGES)} computed the official way took {official:.2f} s "
+                      "in the official measurement; the factor is that over their time here (> 1: this machine is "
+                      "faster today), measured after every timed run of the setting (paired anchor passes) or, "
+                      "without them, by the round's anchor setting; 'machine-adjusted' divides the speed-up by it"
+                      + (f". Anchor setting per round: {', '.join(f'{f:.2f}' for f in factors.values())}"
+                         if factors else ""))
     stages = Table(title="per-stage medians, s (official in brackets)")
     stages.add_column("stage")
     for r in results:
@@ -304,7 +357,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="lite-r50")
     parser.add_argument("--settings", nargs="+",
-                        default=["anchor", "1", "80", "1203", "ref", "80-cached", "1203-cached"])
+                        default=["1", "80", "1203", "ref", "80-cached", "1203-cached"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")

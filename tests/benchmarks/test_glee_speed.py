@@ -45,7 +45,7 @@ def test_machine_anchor_adjusts_the_speed_ups(capsys):
     glee_speed.print_tables(results, "load average 1.00")
     out = capsys.readouterr().out
     assert "10.0x" in out and "5.0x" in out  # 33.2 s official / 3.32 s, then / 2.0
-    assert "2.00x as fast today" in out
+    assert "Anchor setting per round: 2.00" in out
 
 
 def test_rounds_adjust_each_round_by_its_own_factor(capsys):
@@ -68,20 +68,50 @@ def test_rounds_adjust_each_round_by_its_own_factor(capsys):
     assert eighty["stages"]["encoder layers"] == pytest.approx((5.55 + 2.775) / 2)
     glee_speed.print_tables(results, "load average 1.00")
     out = capsys.readouterr().out
-    assert "5.0x" in out and "each round by its own factor: 2.00, 4.00" in out
+    assert "5.0x" in out and "Anchor setting per round: 2.00, 4.00" in out
 
 
-def test_anchor_setting_computes_the_official_way(monkeypatch):
+@pytest.mark.parametrize("setting, paired", [("anchor", None), ("1", True)])
+def test_anchor_computes_the_official_way_and_restores_the_defaults(setting, paired, monkeypatch):
+    """The anchor setting, and the paired anchor passes after every timed run of a setting, run the official
+    grid_sample core with the feed-forward over all tokens and the ResNet in NCHW without folded norms; gleekit's
+    defaults are back afterwards."""
     from glee_core.modeling import ms_deform_attn, pixel_decoder
 
-    monkeypatch.setattr(pixel_decoder, "FFN_BLOCK", pixel_decoder.FFN_BLOCK)  # restored afterwards
-    try:
-        anchor = glee_speed.run_one("tiny", "anchor", repeats=1, device="cpu")
-        assert ms_deform_attn.get_ms_deform_attn_kernel() is ms_deform_attn.ms_deform_attn_core_pytorch
-        assert pixel_decoder.FFN_BLOCK == sys.maxsize  # the feed-forward over all tokens at once
-    finally:
-        ms_deform_attn.set_ms_deform_attn_kernel(None)  # the benchmark runs each setting in its own process
-    assert anchor["setting"] == "anchor" and anchor["stages"]["encoder layers"] > 0
+    seen = []
+
+    def spy(*args):
+        seen.append(pixel_decoder.FFN_BLOCK)
+        return ms_deform_attn.ms_deform_attn_core_bag(*args)
+
+    monkeypatch.setattr(ms_deform_attn, "ms_deform_attn_core_pytorch", spy)
+    block = pixel_decoder.FFN_BLOCK
+    result = glee_speed.run_one("tiny", setting, repeats=2, device="cpu", paired_anchor=paired)
+    assert seen and set(seen) == {sys.maxsize}  # every official-kernel call saw the whole-token feed-forward
+    assert ms_deform_attn.get_ms_deform_attn_kernel() is ms_deform_attn.default_ms_deform_attn_kernel
+    assert pixel_decoder.FFN_BLOCK == block
+    assert result["stages"]["encoder layers"] > 0
+    if paired:
+        assert set(result["anchor_stages"]) == {"backbone", "encoder layers"}
+        assert min(result["anchor_stages"].values()) > 0
+        # tiny: 2 encoder layers x (1 warm-up + 2 paired passes) official-kernel calls; the setting's own runs
+        # (warm-up + 2) used the default kernel
+        assert len(seen) == 2 * 3
+    else:
+        assert "anchor_stages" not in result
+
+
+def test_paired_anchor_factor_is_used_per_result():
+    def result(round_index, median, anchor_seconds):
+        return {"preset": "lite-r50", "setting": "ref", "device": "cpu", "threads": 2, "autocast": "none",
+                "median_s": median, "min_s": median, "max_s": median, "peak_mb": 1.0, "round": round_index,
+                "stages": {"backbone": 1.0, "encoder layers": 1.0},
+                "anchor_stages": {"backbone": 0.0, "encoder layers": anchor_seconds}}
+
+    rows, factors = glee_speed.combine_rounds([result(0, 3.975, 13.09 / 2), result(1, 5.3, 13.09 / 1.5)])
+    assert factors == {}  # no anchor setting: each result's own passes
+    assert rows[0]["factor"] == pytest.approx(1.75)  # median of 2 and 1.5
+    assert rows[0]["adjusted"] == pytest.approx(2.0)  # 15.9 / 3.975 / 2 and 15.9 / 5.3 / 1.5
 
 
 def test_image_size_option_and_official_figures_only_for_the_official_setting(capsys):
