@@ -44,8 +44,9 @@ def test_machine_anchor_adjusts_the_speed_ups(capsys):
     assert glee_speed.machine_factor([result("anchor", 1.0, 0.5, preset="tiny")]) is None
     glee_speed.print_tables(results, "load average 1.00")
     out = capsys.readouterr().out
-    assert "10.0x" in out and "5.0x" in out  # 33.2 s official / 3.32 s, then / 2.0
-    assert "Anchor setting per round: 2.00" in out
+    assert "10.0x" in out and "5.0x" in out  # 33.2 s official / 3.32 s, then / 2.0 (vs the 1-name anchor)
+    assert "5.6x" in out  # like for like: the official 80-name run's anchor stages took 1.87 + 9.9 s, factor 1.80
+    assert "per round (1-name factor): 2.00" in " ".join(out.split())  # the console wraps long lines
 
 
 def test_rounds_adjust_each_round_by_its_own_factor(capsys):
@@ -62,13 +63,14 @@ def test_rounds_adjust_each_round_by_its_own_factor(capsys):
     assert factors == {0: pytest.approx(2.0), 1: pytest.approx(4.0)}
     eighty = rows[1]
     assert eighty["setting"] == "80" and eighty["rounds"] == 2
-    assert eighty["adjusted"] == pytest.approx(5.0)  # whereas the pooled median 2.49 s / median factor 3 gives 4.4
+    assert eighty["adjusted_1name"] == pytest.approx(5.0)  # whereas the pooled 2.49 s / median factor 3 gives 4.4
+    assert eighty["adjusted"] == pytest.approx(5.0 * 13.09 / 11.77)  # the official 80-name run's own anchor stages
     assert eighty["median_s"] == pytest.approx((3.32 + 1.66) / 2)
     assert (eighty["min_s"], eighty["max_s"], eighty["peak_mb"]) == pytest.approx((1.494, 3.652, 1001.0))
     assert eighty["stages"]["encoder layers"] == pytest.approx((5.55 + 2.775) / 2)
     glee_speed.print_tables(results, "load average 1.00")
     out = capsys.readouterr().out
-    assert "5.0x" in out and "Anchor setting per round: 2.00, 4.00" in out
+    assert "5.0x" in out and "per round (1-name factor): 2.00, 4.00" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("setting, paired", [("anchor", None), ("1", True)])
@@ -108,10 +110,12 @@ def test_paired_anchor_factor_is_used_per_result():
                 "stages": {"backbone": 1.0, "encoder layers": 1.0},
                 "anchor_stages": {"backbone": 0.0, "encoder layers": anchor_seconds}}
 
-    rows, factors = glee_speed.combine_rounds([result(0, 3.975, 13.09 / 2), result(1, 5.3, 13.09 / 1.5)])
+    official_ref = 1.91 + 9.1  # the official referring run's backbone + encoder layers
+    rows, factors = glee_speed.combine_rounds([result(0, 3.975, official_ref / 2), result(1, 5.3, official_ref / 1.5)])
     assert factors == {}  # no anchor setting: each result's own passes
     assert rows[0]["factor"] == pytest.approx(1.75)  # median of 2 and 1.5
     assert rows[0]["adjusted"] == pytest.approx(2.0)  # 15.9 / 3.975 / 2 and 15.9 / 5.3 / 1.5
+    assert rows[0]["adjusted_1name"] == pytest.approx(2.0 * official_ref / 13.09)
 
 
 def test_image_size_option_and_official_figures_only_for_the_official_setting(capsys):
