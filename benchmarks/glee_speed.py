@@ -364,8 +364,8 @@ def print_tables(results: list[dict], load: str) -> None:
                       "every timed run, else the round's anchor setting); > 1: this machine is faster. "
                       "'machine-adjusted' divides the speed-up by it; 'vs 1-name anchor' divides by the factor "
                       "against the official 1-name run's stages instead (their machine drifted between settings)"
-                      + (f". Anchor setting per round (1-name factor): {', '.join(f'{f:.2f}' for f in factors.values())}"
-                         if factors else ""))
+                      + (". Anchor setting per round (1-name factor): "
+                         + ", ".join(f"{f:.2f}" for f in factors.values()) if factors else ""))
     stages = Table(title="per-stage medians, s (official in brackets)")
     stages.add_column("stage")
     for r in results:

@@ -124,7 +124,8 @@ class DecoderOutput:
     not predicted: in eval only the last layer predicts masks). ``hs`` [L, B, Q, C] (normed layer outputs);
     ``references`` [L+1, B, Q, 4] (internal reference boxes, sigmoid space).
     Two-stage head on the selected proposals: ``interm_logits``, ``interm_boxes``, ``interm_scores``,
-    ``interm_masks`` (None in eval unless asked for); ``proposal_scores`` [B, S] (decoder level order) and ``proposal_index`` [B, Q].
+    ``interm_masks`` (None in eval unless asked for); ``proposal_scores`` [B, S] (decoder level order) and
+    ``proposal_index`` [B, Q].
     ``denoising``: predictions of the DN queries when DN queries were given.
     """
 
