@@ -180,7 +180,7 @@ def run_one(preset: str, setting: str, repeats: int, device: str, autocast: str 
     image = np.random.default_rng(0).integers(0, 255, (*image_hw, 3), dtype=np.uint8)
     cached = setting.endswith("-cached")
     if paired_anchor is None:
-        paired_anchor = setting != "anchor" and (preset, device, tuple(image_hw)) == ("lite-r50", "cpu", IMAGE_HW)
+        paired_anchor = setting != "anchor" and official_setup(preset, device, image_hw)
     stack = ExitStack()
     if setting == "anchor":
         stack.enter_context(official_way(model))
@@ -269,12 +269,16 @@ def prompt_of(setting: str) -> str:
     return "1" if setting == "anchor" else setting.removesuffix("-cached")
 
 
+def official_setup(preset: str, device: str, image_hw) -> bool:
+    """Whether official figures exist for this setup: they measured GLEE-Lite (lite-r50) on the CPU with a
+    480x640 image only."""
+    return (preset, device, tuple(image_hw)) == ("lite-r50", "cpu", IMAGE_HW)
+
+
 def _official_key(result: dict) -> str | None:
-    """The key of the official figures for ``result``'s setting: they measured GLEE-Lite (lite-r50) on the CPU
-    with a 480x640 image only."""
+    """The key of the official figures for ``result``'s setting (None where :func:`official_setup` is false)."""
     key = prompt_of(result["setting"])
-    same = (result["preset"] == "lite-r50" and result["device"] == "cpu"
-            and tuple(result.get("image", IMAGE_HW)) == IMAGE_HW)
+    same = official_setup(result["preset"], result["device"], result.get("image", IMAGE_HW))
     return key if same and key in OFFICIAL else None
 
 

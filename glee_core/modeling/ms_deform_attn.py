@@ -166,9 +166,14 @@ def sample_then_project(table: torch.Tensor, projection: nn.Linear, spatial_shap
     return out.transpose(1, 2).reshape(n, num_queries, heads * dim)
 
 
+def _records_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an operation on ``tensors`` (grad mode on and one of them requires grad)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def default_ms_deform_attn_kernel(value: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
     """The bag core on CPU without autograd, the ``grid_sample`` reference when gradients flow or off the CPU."""
-    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (value, *args))
+    recording = _records_grad(value, *args)
     core = ms_deform_attn_core_bag if value.device.type == "cpu" and not recording else ms_deform_attn_core_pytorch
     return core(value, *args)
 
@@ -285,8 +290,7 @@ class MSDeformAttn(nn.Module):
         traced (ONNX export), no padding mask, a plain ``nn.Linear`` value projection (not LoRA-wrapped), and fewer
         gathered floats (corners x (C + 1)) than 1/16 of the projection's multiply-adds (measured on this CPU: a
         gathered float costs about as much as 13 multiply-adds of the projection)."""
-        recording = torch.is_grad_enabled() and (query.requires_grad or value_input.requires_grad
-                                                 or any(p.requires_grad for p in self.value_proj.parameters()))
+        recording = _records_grad(query, value_input, *self.value_proj.parameters())
         if (recording or padding_mask is not None or _kernel is not default_ms_deform_attn_kernel
                 or value_input.device.type != "cpu" or value_input.dtype != torch.float32
                 or type(self.value_proj) is not nn.Linear or self.value_proj.weight.dtype != torch.float32
