@@ -63,3 +63,5 @@ def test_nano_stage_recipes_state_only_their_changes_over_the_previous_stage():
     assert read_mapping(RECIPES / "nano_stage14.yaml")["model"]["init"] == "runs/nano-stage13/model"
     assert (stage14.loss.weights.cls, stage14.optim.text_lr_mult, stage14.data.seed) == (8.0, 0.3, 17)
     assert stage14.model.freeze == [] and stage14.loss.num_points == 1024  # stage 9's and stage 1's settings
+    stage15 = TrainConfig.from_yaml(RECIPES / "nano_stage15.yaml")
+    assert (stage15.data.video_frames, stage15.data.seed, stage15.loss.weights.cls) == (0.5, 18, 8.0)

@@ -28,7 +28,9 @@ class DataSection:
     """``source``: ``shapeworld`` (fresh synthetic scenes) or ``coco`` (``coco_json`` + ``image_root``).
     ``task_weights``: sampling weights of detection / referring / visual samples (shapeworld).
     ``negative_referring``: share of shapeworld referring samples whose expression matches no object of the scene
-    (no target: every query learns to score low), which teaches GLEE to say "no such object"."""
+    (no target: every query learns to score low), which teaches GLEE to say "no such object".
+    ``video_frames``: share of shapeworld detection samples taken from a video frame (objects entering, leaving,
+    mostly occluded) instead of a scene."""
 
     source: str = "shapeworld"
     seed: int = 0
@@ -38,6 +40,7 @@ class DataSection:
     val_coco_json: str | None = None
     full_category_prob: float = 0.5
     negative_referring: float = 0.0
+    video_frames: float = 0.0
 
 
 @dataclass
@@ -61,7 +64,9 @@ class LossSection:
     (train/glee/region_loss.py; not in the official recipe, 0 = off); ``glee_weight``: weight of GLEE's own losses
     (1; 0 with a region weight trains the backbone alone on region classification, a pretraining stage that
     skips the rest of the model); ``region_colour_weight``: weight of the region head's mean-colour regression
-    (0 = off); ``region_per_level``: one region head per backbone level instead of one over all levels."""
+    (0 = off); ``region_per_level``: one region head per backbone level instead of one over all levels;
+    ``query_colour_weight``: weight of the matched decoder queries' mean-colour regression
+    (train/glee/query_colour.py; 0 = off)."""
 
     weights: LossWeights = field(default_factory=LossWeights)
     num_points: int = 1024
@@ -70,6 +75,7 @@ class LossSection:
     glee_weight: float = 1.0
     region_colour_weight: float = 0.0
     region_per_level: bool = False
+    query_colour_weight: float = 0.0
 
 
 @dataclass

@@ -142,14 +142,17 @@ class SetCriterion:
 
     def __call__(self, output: DecoderOutput, targets: Sequence[Target], *,
                  denoising: DenoisingQueries | None = None, visual_prompt: bool = False,
-                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Weighted losses of a training-mode decoder output; ``denoising`` = the queries given to the decoder."""
+                 generator: torch.Generator | None = None, matched: list | None = None) -> dict[str, torch.Tensor]:
+        """Weighted losses of a training-mode decoder output; ``denoising`` = the queries given to the decoder.
+        ``matched``: a list that receives the final step's (query_index, target_index) pairs, one per image."""
         if len(targets) != output.pred_logits.shape[0]:
             raise ValueError(f"got {len(targets)} targets for a batch of {output.pred_logits.shape[0]}")
         num_boxes = self.num_boxes(targets, output.pred_logits.device)
         losses: dict[str, torch.Tensor] = {}
         for suffix, pred in matching_steps(output):
             indices = self.matcher(pred.logits, pred.boxes, pred.masks, targets, generator=generator)
+            if matched is not None and suffix == "":
+                matched.extend(indices)
             step = self.step_losses(pred, targets, indices, num_boxes, with_masks=True, generator=generator)
             step["loss_conf"] = self.loss_conf(pred, indices, enabled=visual_prompt and suffix != "_interm")
             losses.update({key + suffix: value for key, value in step.items()})

@@ -149,6 +149,11 @@ class RegionClassifier(nn.Module):
                       images: torch.Tensor) -> torch.Tensor:
         """[N, 3] mean normalised pixel of each object, pooled on the grid of the finest level."""
         size = max((tuple(features[level].shape[-2:]) for level in self.levels), key=lambda hw: hw[0] * hw[1])
-        small = F.adaptive_avg_pool2d(images.float(), size)
-        return torch.cat([mask_pooled(small[i], region_weights(t, size)) for i, t in enumerate(targets)]
-                         ).to(self.heads[0].weight.dtype)
+        return mean_colours(images, targets, size).to(self.heads[0].weight.dtype)
+
+
+def mean_colours(images: torch.Tensor, targets: Sequence[Target], size: tuple[int, int]) -> torch.Tensor:
+    """[N, 3] mean pixel of the N objects of ``targets`` (image after image) in ``images`` [B, 3, H, W], pooled on
+    an (h, w) = ``size`` grid."""
+    small = F.adaptive_avg_pool2d(images.float(), size)
+    return torch.cat([mask_pooled(small[i], region_weights(t, size)) for i, t in enumerate(targets)])

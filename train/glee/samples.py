@@ -128,7 +128,10 @@ class ShapeworldSource:
     """Fresh shapeworld scenes, one per index, turned into samples of the weighted tasks.
 
     Scenes come from ``split`` under ``seed``; index i always gives the same sample. A ``negative_referring`` share
-    of the referring samples get an expression that matches no object of the scene, and no target.
+    of the referring samples get an expression that matches no object of the scene, and no target. A
+    ``video_frames`` share of the detection samples is one frame of a shapeworld video of the same split instead
+    of a scene: objects entering or leaving through a border or mostly hidden by another, down to the videos'
+    ``min_visible_pixels``, which scenes never show (they keep 70 % of an object inside and half of it visible).
     """
 
     split: str = "train"
@@ -136,11 +139,13 @@ class ShapeworldSource:
     task_weights: dict[str, float] = field(default_factory=lambda: {"detection": 2.0, "referring": 1.0, "visual": 1.0})
     prompt_types: tuple[str, ...] = PROMPT_TYPES
     negative_referring: float = 0.0
+    video_frames: float = 0.0
 
     def __post_init__(self) -> None:
         self._tasks, self._p = _normalise_weights(self.task_weights)
-        if not 0.0 <= self.negative_referring <= 1.0:
-            raise ValueError(f"negative_referring must be a share in [0, 1], got {self.negative_referring}")
+        for name in ("negative_referring", "video_frames"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a share in [0, 1], got {getattr(self, name)}")
 
     @property
     def category_names(self) -> list[str]:
@@ -174,9 +179,25 @@ class ShapeworldSource:
         if task == "visual":
             i = rng.integers(len(scene.objects))
             return visual_sample(rng, scene.image, boxes[i], masks[i], self.prompt_types)
+        if self.video_frames and rng.random() < self.video_frames:
+            return self._video_frame_sample(scene_id, rng)
+        return self._detection_sample(scene.image, scene.objects)
+
+    def _detection_sample(self, image: np.ndarray, objects: list) -> TrainSample:
+        from train.data.shapeworld.scene import object_boxes
+
         index_of = {name: i for i, name in enumerate(self.category_names)}
-        categories = np.array([index_of[o.shape] for o in scene.objects], dtype=np.int64)
-        return detection_sample(scene.image, self.category_names, categories, boxes, masks)
+        categories = np.array([index_of[o.shape] for o in objects], dtype=np.int64)
+        masks = np.array([o.mask for o in objects], dtype=bool).reshape(-1, *image.shape[:2])
+        return detection_sample(image, self.category_names, categories, object_boxes(objects), masks)
+
+    def _video_frame_sample(self, video_seed: int, rng: np.random.Generator) -> TrainSample:
+        """Detection on one random frame of a shapeworld video (it may show no object: nothing to find)."""
+        from train.data.shapeworld.video import generate_video
+
+        video = generate_video(video_seed, split=self.split)
+        frame = video.frames[rng.integers(len(video.frames))]
+        return self._detection_sample(frame.image, frame.objects)
 
 
 @dataclass

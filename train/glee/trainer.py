@@ -32,6 +32,7 @@ from train.glee.collate import GleeBatch, collate
 from train.glee.config import TrainConfig
 from train.glee.criterion import SetCriterion
 from train.glee.matcher import HungarianMatcher
+from train.glee.query_colour import QueryColourHead
 from train.glee.region_loss import RegionClassifier
 from train.glee.samples import TrainSample, shuffle_categories
 from train.schedules import lr_multiplier
@@ -168,14 +169,17 @@ class GleeTrainer:
         model = model if model is not None else build_model(config)
         groups = param_groups(model, config)
         self.region_classifier = self._region_classifier(model, source)
-        if self.region_classifier is not None:
-            groups.append({"params": list(self.region_classifier.parameters()), "lr": config.optim.lr,
+        self.query_colour = self._query_colour(model)
+        for head in self._auxiliary_heads():
+            groups.append({"params": list(head.parameters()), "lr": config.optim.lr,
                            "weight_decay": config.optim.weight_decay})
         optimizer = torch.optim.AdamW(groups, betas=config.optim.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         if self.region_classifier is not None:
             self.region_classifier = self.accelerator.prepare(self.region_classifier)
+        if self.query_colour is not None:
+            self.query_colour = self.accelerator.prepare(self.query_colour)
         loss = config.loss
         self.criterion = SetCriterion(
             HungarianMatcher(num_points=loss.num_points),
@@ -211,6 +215,18 @@ class GleeTrainer:
         backbone = model.backbone
         return RegionClassifier({level: backbone.out_channels[level] for level in backbone.out_features}, names,
                                 per_level=loss.region_per_level, colour=loss.region_colour_weight > 0)
+
+    def _query_colour(self, model: GleeModel) -> QueryColourHead | None:
+        """The auxiliary head of ``loss.query_colour_weight`` (None when 0)."""
+        weight = self.config.loss.query_colour_weight
+        if weight < 0 or not math.isfinite(weight):
+            raise ValueError(f"loss.query_colour_weight must be >= 0, got {weight}")
+        if weight and self.config.loss.glee_weight == 0:
+            raise ValueError("loss.query_colour_weight needs GLEE's decoder to run: loss.glee_weight must be > 0")
+        return QueryColourHead(model.config.hidden_dim) if weight else None
+
+    def _auxiliary_heads(self) -> list[torch.nn.Module]:
+        return [head for head in (self.region_classifier, self.query_colour) if head is not None]
 
     def _sample_stream(self, first: int, last: int) -> Iterator[list[TrainSample]]:
         """This process's samples of steps ``first .. last - 1``, made by ``config.num_workers`` background
@@ -265,11 +281,16 @@ class GleeTrainer:
                 dn = self._denoising(batch, generator) if self.model.training else None
                 with self.accelerator.autocast():
                     output = self.model(batch.images, denoising=dn, image_features=features, **batch.model_kwargs())
+                matched = []
                 losses = self.criterion(output.decoder, batch.targets, denoising=dn,
-                                        visual_prompt=batch.task == "visual", generator=generator)
+                                        visual_prompt=batch.task == "visual", generator=generator, matched=matched)
                 loss = weights.glee_weight * losses["loss"]
                 glee_total = glee_total + losses["loss"].detach() * share
                 out[batch.task] = out.get(batch.task, 0) + losses["loss"].detach()
+                if self.query_colour is not None:
+                    term = self.query_colour(output.decoder.hs[-1], matched, batch.targets, batch.images)
+                    loss = loss + weights.query_colour_weight * term
+                    out["query_colour"] = out.get("query_colour", 0) + term.detach() * share
             if region:
                 terms = self.region_classifier(features, batch.targets, batch.names, images=batch.images).losses()
                 loss = loss + weights.region_class_weight * terms["region_class"]
@@ -288,11 +309,12 @@ class GleeTrainer:
         """Replace ``output_dir/checkpoint-last`` atomically (model folder + optimizer/scheduler/step/history)."""
         def write(tmp: Path) -> None:
             self.unwrapped.save_pretrained(tmp)
-            head = None if self.region_classifier is None else \
-                self.accelerator.unwrap_model(self.region_classifier).state_dict()
+            heads = {name: None if head is None else self.accelerator.unwrap_model(head).state_dict()
+                     for name, head in (("region_classifier", self.region_classifier),
+                                        ("query_colour", self.query_colour))}
             torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "history": json.dumps(self.history),
-                        "config": json.dumps(self.config.to_dict()), "region_classifier": head}, tmp / STATE_NAME)
+                        "config": json.dumps(self.config.to_dict()), **heads}, tmp / STATE_NAME)
 
         if not self.accelerator.is_main_process:
             return self.output_dir / LAST
@@ -308,8 +330,9 @@ class GleeTrainer:
         check_same_run(directory, state["config"], self.config.to_dict(), RESUME_FREE)
         model = GleeModel.from_pretrained(directory)
         self.unwrapped.load_state_dict(model.state_dict())
-        if self.region_classifier is not None:  # the same loss settings: the same head
-            self.accelerator.unwrap_model(self.region_classifier).load_state_dict(state["region_classifier"])
+        for name, head in (("region_classifier", self.region_classifier), ("query_colour", self.query_colour)):
+            if head is not None:  # the same loss settings: the same head
+                self.accelerator.unwrap_model(head).load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -416,13 +439,14 @@ def sources_from_config(config: TrainConfig) -> tuple[SampleSource, SampleSource
 
     data = config.data
     if data.source == "shapeworld":
-        return (ShapeworldSource("train", data.seed, dict(data.task_weights), negative_referring=data.negative_referring),
-                ShapeworldSource("val", data.seed, dict(data.task_weights), negative_referring=data.negative_referring))
+        return tuple(ShapeworldSource(split, data.seed, dict(data.task_weights), negative_referring=data.negative_referring,
+                                      video_frames=data.video_frames) for split in ("train", "val"))
     if data.source == "coco":
         from train.data.readers import read_coco
 
-        if data.negative_referring:
-            raise ValueError("data.negative_referring makes shapeworld referring samples; a coco source has none")
+        for name in ("negative_referring", "video_frames"):
+            if getattr(data, name):
+                raise ValueError(f"data.{name} is a share of shapeworld samples; a coco source has none")
         if not data.coco_json or not data.image_root:
             raise ValueError("data.source coco needs data.coco_json and data.image_root")
         train = CocoSource(read_coco(data.coco_json, data.image_root), seed=data.seed)

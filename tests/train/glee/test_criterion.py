@@ -105,7 +105,9 @@ def test_num_boxes_reducer_scales_the_normalisation():
 
 def test_perfect_predictions_give_near_zero_losses_and_worse_ones_more():
     criterion = _criterion(512)
-    perfect = criterion(_output(*_perfect()), [TARGET], generator=_gen())
+    matched = []
+    perfect = criterion(_output(*_perfect()), [TARGET], generator=_gen(), matched=matched)
+    assert len(matched) == 1 and sorted(zip(matched[0][0].tolist(), matched[0][1].tolist())) == [(1, 1), (3, 0)]
     assert perfect["loss_bbox"].item() == 0.0
     assert perfect["loss_giou"].item() == pytest.approx(0.0, abs=1e-5)
     assert perfect["loss_ce"].item() < 1e-3

@@ -117,6 +117,33 @@ def test_shapeworld_negative_referring_samples_match_nothing():
         ShapeworldSource(negative_referring=1.5)
 
 
+
+def test_shapeworld_video_frames_are_detection_samples_of_a_video_frame():
+    """A video_frames share of detection samples is a frame of the split's video of the same seed (objects cut by a
+    border or mostly hidden included, all shapes prompted); the other samples are exactly those without it."""
+    from train.data.shapeworld import CATEGORY_NAMES, scene_seed
+    from train.data.shapeworld.video import generate_video
+
+    plain = ShapeworldSource(task_weights={"detection": 1.0})
+    mixed = ShapeworldSource(task_weights={"detection": 1.0}, video_frames=0.5)
+    frames, small = 0, 0
+    for i in range(30):
+        sample, scene_sample = mixed.sample(i), plain.sample(i)
+        assert sample.task == "detection" and sample.names == list(CATEGORY_NAMES)
+        if np.array_equal(sample.image, scene_sample.image):
+            assert np.array_equal(sample.boxes, scene_sample.boxes) and np.array_equal(sample.masks, scene_sample.masks)
+            continue
+        frames += 1
+        video = generate_video(scene_seed("train", i, 0), split="train")
+        frame = next(f for f in video.frames if np.array_equal(f.image, sample.image))
+        assert np.array_equal(sample.masks, np.array([o.mask for o in frame.objects]).reshape(-1, 256, 256))
+        assert [CATEGORY_NAMES[label] for label in sample.labels] == [o.shape for o in frame.objects]
+        assert np.allclose(sample.boxes, [o.box for o in frame.objects])
+        small += int((sample.masks.sum(axis=(1, 2)) < 60).sum())  # below any scene's min_visible_pixels
+    assert 8 <= frames <= 22 and small > 0
+    with pytest.raises(ValueError, match="video_frames must be a share in"):
+        ShapeworldSource(video_frames=-0.1)
+
 def test_coco_source_reads_and_flips(tmp_path):
     image = np.zeros((20, 30, 3), np.uint8)
     Image.fromarray(image).save(tmp_path / "1.png")

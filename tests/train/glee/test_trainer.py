@@ -245,7 +245,7 @@ def test_negative_referring_samples_train_every_query_down(tmp_path):
     source, val_source = sources_from_config(config)
     assert source.negative_referring == val_source.negative_referring == 1.0
     coco = _config(tmp_path, data={"source": "coco", "coco_json": "a.json", "image_root": ".", "negative_referring": 0.5})
-    with pytest.raises(ValueError, match="negative_referring makes shapeworld referring samples"):
+    with pytest.raises(ValueError, match="data.negative_referring is a share of shapeworld samples"):
         sources_from_config(coco)
     trainer = GleeTrainer(config, source, model=_seeded_model())
     samples = StepSamples(source, 2)[0]
@@ -266,3 +266,29 @@ def test_negative_referring_samples_train_every_query_down(tmp_path):
         losses["loss"].backward()
         trainer.optimizer.step()
     assert mean_logit() < before - 0.1
+
+
+def test_query_colour_loss_uses_the_criterions_final_matches_and_resumes(tmp_path, scenes):
+    """loss.query_colour_weight adds the matched queries' colour regression (on the criterion's own final-step
+    matches) to the total; its head is optimised, checkpointed and restored, and not saved with the model."""
+    config = _config(tmp_path, steps=2, loss={"num_points": 256, "query_colour_weight": 0.5})
+    trainer = GleeTrainer(config, scenes, model=_seeded_model())
+    batches = trainer._batches(StepSamples(scenes, 2)[0], np.random.default_rng(0))
+    losses = trainer.batch_losses(batches, torch.Generator().manual_seed(0))
+    assert float(losses["query_colour"]) > 0
+    torch.testing.assert_close(losses["loss"].detach(), losses["glee_loss"] + 0.5 * losses["query_colour"])
+    head = trainer.accelerator.unwrap_model(trainer.query_colour)
+    before = head.linear.weight.detach().clone()
+    result = trainer.train()
+    assert not torch.equal(before, head.linear.weight)
+    assert all(c["query_colour"] > 0 for _, c in result.history["components"])
+    assert not any("colour" in k for k in GleeModel.from_pretrained(result.model_dir).state_dict())
+    resumed = GleeTrainer(config, scenes, model=_seeded_model(seed=1))
+    assert resumed.resume()
+    torch.testing.assert_close(resumed.accelerator.unwrap_model(resumed.query_colour).linear.weight, head.linear.weight)
+    with pytest.raises(ValueError, match="query_colour_weight must be >= 0"):
+        GleeTrainer(_config(tmp_path / "x", loss={"query_colour_weight": -1.0}), scenes, model=_seeded_model())
+    with pytest.raises(ValueError, match="query_colour_weight needs GLEE's decoder"):
+        GleeTrainer(_config(tmp_path / "y", loss={"query_colour_weight": 1.0, "glee_weight": 0.0,
+                                                  "region_class_weight": 1.0}),
+                    ShapeworldSource(task_weights={"detection": 1.0}), model=_seeded_model())
