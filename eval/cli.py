@@ -224,8 +224,11 @@ def shapeworld_video(
     model: str = MODEL, preset: Optional[str] = PRESET,
     num_videos: int = typer.Option(20, min=1, help="Held-out videos to evaluate."),
     mode: str = typer.Option("online", help="online or official."),
-    score_threshold: float = typer.Option(0.2, help="Per-frame (online) or per-track (official) score threshold "
-                                          "(0.2 tracks best with nano: measured 0.1-0.3)."),
+    score_threshold: float = typer.Option(0.25, help="Online: a track starts from a detection scoring at least this; "
+                                          "official: the per-track score threshold (0.25 / 0.2 track best with nano "
+                                          "on validation videos)."),
+    continue_threshold: Optional[float] = typer.Option(0.2, help="Online: a live track also continues with a "
+                                                                 "detection scoring down to this."),
     split: str = typer.Option("test", help="Video split (test is never used in training)."),
     seed: int = typer.Option(0, help="Dataset seed."),
     json_out: Optional[Path] = JSON_OUT, allow_incomplete_weights: bool = ALLOW_INCOMPLETE,
@@ -234,7 +237,7 @@ def shapeworld_video(
     from eval.shapeworld_video import ShapeworldVideoBenchmark
 
     _evaluate(lambda: ShapeworldVideoBenchmark(num_videos, split=split, seed=seed, mode=mode,
-                                               score_threshold=score_threshold),
+                                               score_threshold=score_threshold, continue_threshold=continue_threshold),
               model, preset=preset, limit=None, json_out=json_out, allow_incomplete=allow_incomplete_weights)
 
 

@@ -118,6 +118,9 @@ def track(
     preset: Optional[str] = typer.Option(None, help="Architecture preset when --model is an official .pth."),
     out: Path = typer.Option(Path("gleekit-track"), help="Output folder."),
     score_threshold: float = typer.Option(0.3, help="Drop detections (online) or tracks (official) below this."),
+    continue_threshold: Optional[float] = typer.Option(None, help="Online: a live track may also continue with a "
+                                                                   "detection scoring down to this (it never "
+                                                                   "starts a track); default: off."),
     max_frames: int = typer.Option(2000, min=1, help="Refuse longer videos."),
     fps: float = typer.Option(10.0, help="Frame rate of the overlay GIF."),
     gif: bool = typer.Option(True, help="Write overlay.gif (keeps the frames in memory)."),
@@ -153,7 +156,8 @@ def track(
         predictor = GleePredictor.from_pretrained(model, preset=preset, device=device)
         if mode == "online":
             per_frame = []
-            for detections in predictor.stream(frames(), prompt, score_threshold=score_threshold):
+            for detections in predictor.stream(frames(), prompt, score_threshold=score_threshold,
+                                               continue_threshold=continue_threshold):
                 per_frame.append(detections)
                 bar.update()
             tracks = Tracks(per_frame)

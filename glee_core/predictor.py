@@ -200,6 +200,7 @@ class GleePredictor:
         prompt: Categories | Expression | VisualPrompt,
         *,
         score_threshold: float = 0.3,
+        continue_threshold: float | None = None,
         topk: int | None = None,
         nms_iou: float | None = 0.7,
         tracker: OnlineTracker | None = None,
@@ -215,6 +216,10 @@ class GleePredictor:
                 in frame t-1, or its last mask scoring ``>= score_threshold``); track id = prompt index + 1.
             score_threshold, topk, nms_iou: per-frame selection, as in :meth:`predict` (NMS removes the
                 duplicate boxes one query yields under several category names).
+            continue_threshold: a live track may also continue with a detection scoring below
+                ``score_threshold`` down to this; such a detection never starts a track (ByteTrack's second
+                association round, :mod:`glee_core.online_tracking`). None: ``score_threshold`` alone. Not used
+                with a ``VisualPrompt``.
             tracker: the association state and its settings (a fresh ``OnlineTracker()`` by default);
                 memory stays bounded however long the video.
             max_frames: refuse longer videos (the frames before the limit are still yielded).
@@ -225,10 +230,11 @@ class GleePredictor:
             return
         _check_video_prompt(prompt)
         tracker = tracker if tracker is not None else OnlineTracker()
+        floor = score_threshold if continue_threshold is None else min(score_threshold, continue_threshold)
         for image in _frames(video, max_frames, on_frame):
             with torch.no_grad():
-                detections = self.predict(image, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms_iou)
-            yield tracker.update(detections)
+                detections = self.predict(image, prompt, score_threshold=floor, topk=topk, nms_iou=nms_iou)
+            yield tracker.update(detections, score_threshold=score_threshold)
 
     def _propagate(self, video: VideoSource, prompt: VisualPrompt, score_threshold: float, max_frames: int | None,
                    on_frame: Callable[[int], None] | None) -> Iterator[Detections]:
@@ -260,6 +266,7 @@ class GleePredictor:
         *,
         mode: str = "online",
         score_threshold: float = 0.3,
+        continue_threshold: float | None = None,
         topk: int | None = None,
         nms_iou: float | None = 0.7,
         tracker: OnlineTracker | None = None,
@@ -271,15 +278,16 @@ class GleePredictor:
 
         ``prompt``: ``Categories``, an ``Expression``, or (online only) a ``VisualPrompt`` on the first frame.
 
-        ``mode="online"`` collects :meth:`stream` (frame by frame, bounded memory; ``tracker``, ``nms_iou``
-        apply). ``mode="official"`` is GLEE's own video inference (:mod:`glee_core.video_inference`): the
+        ``mode="online"`` collects :meth:`stream` (frame by frame, bounded memory; ``continue_threshold``,
+        ``tracker``, ``nms_iou`` apply). ``mode="official"`` is GLEE's own video inference (:mod:`glee_core.video_inference`): the
         model runs on clips of ``window`` frames, queries are associated over the whole video, and each of
         the top-``topk`` (default 30) (track, class) pairs scoring ``>= score_threshold`` becomes a track
         (ids 1.. in decreasing score) that appears in the frames where its mask is not empty. It keeps
         every frame's outputs until the end, so its memory grows with the video.
         """
         if mode == "online":
-            return Tracks(list(self.stream(video, prompt, score_threshold=score_threshold, topk=topk, nms_iou=nms_iou,
+            return Tracks(list(self.stream(video, prompt, score_threshold=score_threshold,
+                                           continue_threshold=continue_threshold, topk=topk, nms_iou=nms_iou,
                                            tracker=tracker, max_frames=max_frames, on_frame=on_frame)))
         if mode != "official":
             raise ValueError(f"mode must be 'online' or 'official', got {mode!r}")

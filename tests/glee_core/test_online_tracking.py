@@ -71,10 +71,50 @@ def test_without_embeddings_boxes_alone_associate():
     assert tracker.update(moved).track_ids.tolist() == first.track_ids[::-1].tolist()
 
 
+def test_motion_finds_an_object_where_its_velocity_took_it_after_a_miss():
+    """Boxes alone (no embeddings): 20 px wide, 10 px per frame, missed in frame 3; where it reappears (40 px from
+    its last box: IoU 0) only the velocity-predicted box overlaps."""
+    def plain(x):
+        out = frame([(0, x)]) if x is not None else frame([])
+        out.query_embeds = None
+        return out
+
+    positions = [0, 10, 20, None, 40]
+    for motion, last_id in ((True, 1), (False, 2)):
+        tracker = OnlineTracker(motion=motion)
+        ids = [tracker.update(plain(x)).track_ids.tolist() for x in positions]
+        assert ids == [[1], [1], [1], [], [last_id]], (motion, ids)
+    tracker = OnlineTracker()
+    for x in positions[:3]:
+        tracker.update(plain(x))
+    np.testing.assert_allclose(tracker.tracks[0].velocity, [10, 0, 10, 0])  # moving average of equal steps
+
+
+def test_weak_detections_only_continue_tracks():
+    """With a score threshold, a detection below it continues a live track (second round, after the confident
+    ones), never starts one, and is dropped when nothing takes it."""
+    tracker = OnlineTracker()
+
+    def scored(objects, scores):
+        out = frame(objects)
+        out.scores = np.asarray(scores, np.float32)
+        return out
+
+    assert tracker.update(scored([(0, 50)], [0.9]), score_threshold=0.5).track_ids.tolist() == [1]
+    out = tracker.update(scored([(2, 200), (0, 52)], [0.3, 0.3]), score_threshold=0.5)
+    assert out.track_ids.tolist() == [1] and out.boxes[0, 0] == 52  # the weak stranger at x=200 is dropped
+    assert tracker.update(scored([(0, 54)], [0.9]), score_threshold=0.5).track_ids.tolist() == [1]
+    # a confident detection wins its track before weak ones are considered
+    out = tracker.update(scored([(0, 56), (0, 57)], [0.2, 0.8]), score_threshold=0.5)
+    assert out.track_ids.tolist() == [1] and out.scores.tolist() == [pytest.approx(0.8)]
+    assert tracker.next_id == 2
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"patience": -1}, "patience must be >= 0"),
     ({"embed_weight": 1.5}, "embed_weight must be in"),
-    ({"momentum": 1.0}, "momentum in"),
+    ({"momentum": 1.0}, "momentum, velocity_momentum in"),
+    ({"velocity_momentum": -0.1}, "momentum, velocity_momentum in"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -87,6 +87,20 @@ def test_stream_yields_as_it_goes_and_stops_at_a_size_change(predictor, video):
         next(predictor.stream(video, "circle"))
 
 
+def test_stream_continue_threshold_keeps_weak_detections_of_live_tracks_only(predictor, video):
+    names = Categories(["circle", "square", "star"])
+    plain = list(predictor.stream(video, names, score_threshold=0.3))
+    weak = list(predictor.stream(video, names, score_threshold=0.3, continue_threshold=0.05))
+    assert all((f.scores >= 0.3).all() for f in plain)
+    started = set()
+    for a, b in zip(plain, weak):
+        confident = b.scores >= 0.3
+        np.testing.assert_array_equal(np.sort(b.scores[confident]), np.sort(a.scores))  # the same confident ones
+        assert set(b.track_ids[~confident].tolist()) <= started  # weak ones only continue earlier tracks
+        started |= set(b.track_ids[confident].tolist())
+    assert sum(int((f.scores < 0.3).sum()) for f in weak) > 0
+
+
 def test_official_mode_is_the_clip_inference_and_windows_do_not_change_it(predictor, video):
     names = Categories(["circle", "square", "star"])
     whole = predictor.track(video, names, mode="official", score_threshold=0.0, window=10)
