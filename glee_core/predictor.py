@@ -279,11 +279,11 @@ class GleePredictor:
         ``prompt``: ``Categories``, an ``Expression``, or (online only) a ``VisualPrompt`` on the first frame.
 
         ``mode="online"`` collects :meth:`stream` (frame by frame, bounded memory; ``continue_threshold``,
-        ``tracker``, ``nms_iou`` apply). ``mode="official"`` is GLEE's own video inference (:mod:`glee_core.video_inference`): the
-        model runs on clips of ``window`` frames, queries are associated over the whole video, and each of
-        the top-``topk`` (default 30) (track, class) pairs scoring ``>= score_threshold`` becomes a track
-        (ids 1.. in decreasing score) that appears in the frames where its mask is not empty. It keeps
-        every frame's outputs until the end, so its memory grows with the video.
+        ``tracker``, ``nms_iou`` apply). ``mode="official"`` is GLEE's own video inference
+        (:mod:`glee_core.video_inference`): the model runs on clips of ``window`` frames, queries are associated
+        over the whole video, and each of the top-``topk`` (default 30) (track, class) pairs scoring
+        ``>= score_threshold`` becomes a track (ids 1.. in decreasing score) that appears in the frames where its
+        mask is not empty. It keeps every frame's outputs until the end, so its memory grows with the video.
         """
         if mode == "online":
             return Tracks(list(self.stream(video, prompt, score_threshold=score_threshold,

@@ -170,16 +170,14 @@ class GleeTrainer:
         groups = param_groups(model, config)
         self.region_classifier = self._region_classifier(model, source)
         self.query_colour = self._query_colour(model)
-        for head in self._auxiliary_heads():
+        for head in self._auxiliary_heads().values():
             groups.append({"params": list(head.parameters()), "lr": config.optim.lr,
                            "weight_decay": config.optim.weight_decay})
         optimizer = torch.optim.AdamW(groups, betas=config.optim.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        if self.region_classifier is not None:
-            self.region_classifier = self.accelerator.prepare(self.region_classifier)
-        if self.query_colour is not None:
-            self.query_colour = self.accelerator.prepare(self.query_colour)
+        for name, head in self._auxiliary_heads().items():
+            setattr(self, name, self.accelerator.prepare(head))
         loss = config.loss
         self.criterion = SetCriterion(
             HungarianMatcher(num_points=loss.num_points),
@@ -225,8 +223,10 @@ class GleeTrainer:
             raise ValueError("loss.query_colour_weight needs GLEE's decoder to run: loss.glee_weight must be > 0")
         return QueryColourHead(model.config.hidden_dim) if weight else None
 
-    def _auxiliary_heads(self) -> list[torch.nn.Module]:
-        return [head for head in (self.region_classifier, self.query_colour) if head is not None]
+    def _auxiliary_heads(self) -> dict[str, nn.Module]:
+        """The trainer's own heads that are on, by attribute name (also their key in the trainer state)."""
+        heads = {"region_classifier": self.region_classifier, "query_colour": self.query_colour}
+        return {name: head for name, head in heads.items() if head is not None}
 
     def _sample_stream(self, first: int, last: int) -> Iterator[list[TrainSample]]:
         """This process's samples of steps ``first .. last - 1``, made by ``config.num_workers`` background
@@ -309,9 +309,8 @@ class GleeTrainer:
         """Replace ``output_dir/checkpoint-last`` atomically (model folder + optimizer/scheduler/step/history)."""
         def write(tmp: Path) -> None:
             self.unwrapped.save_pretrained(tmp)
-            heads = {name: None if head is None else self.accelerator.unwrap_model(head).state_dict()
-                     for name, head in (("region_classifier", self.region_classifier),
-                                        ("query_colour", self.query_colour))}
+            heads = {name: self.accelerator.unwrap_model(head).state_dict()
+                     for name, head in self._auxiliary_heads().items()}
             torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "history": json.dumps(self.history),
                         "config": json.dumps(self.config.to_dict()), **heads}, tmp / STATE_NAME)
@@ -330,9 +329,8 @@ class GleeTrainer:
         check_same_run(directory, state["config"], self.config.to_dict(), RESUME_FREE)
         model = GleeModel.from_pretrained(directory)
         self.unwrapped.load_state_dict(model.state_dict())
-        for name, head in (("region_classifier", self.region_classifier), ("query_colour", self.query_colour)):
-            if head is not None:  # the same loss settings: the same head
-                self.accelerator.unwrap_model(head).load_state_dict(state[name])
+        for name, head in self._auxiliary_heads().items():  # the same loss settings: the same heads
+            self.accelerator.unwrap_model(head).load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
