@@ -46,12 +46,13 @@ class QueryColourHead(nn.Module):
         if not (len(matched) == len(targets) == queries.shape[0] == images.shape[0]):
             raise ValueError(f"need one entry per image, got {len(matched)} matches, {len(targets)} targets, "
                              f"{queries.shape[0]} query sets and {images.shape[0]} images")
-        size = (images.shape[-2] // 4, images.shape[-1] // 4)
+        per_image = mean_colours(images, targets, (images.shape[-2] // 4, images.shape[-1] // 4)).split(
+            [len(t) for t in targets])
         picked, wanted = [], []
-        for b, ((query_index, target_index), target) in enumerate(zip(matched, targets)):
+        for b, (query_index, target_index) in enumerate(matched):
             if len(query_index):
                 picked.append(queries[b, query_index.to(queries.device)])
-                wanted.append(mean_colours(images[b:b + 1], [target], size)[target_index.to(images.device)])
+                wanted.append(per_image[b][target_index.to(per_image[b].device)])
         if not picked:
             return self.linear(queries[:, :1]).sum() * 0.0
         colours = self.linear(torch.cat(picked).to(self.linear.weight.dtype))

@@ -117,7 +117,6 @@ def test_shapeworld_negative_referring_samples_match_nothing():
         ShapeworldSource(negative_referring=1.5)
 
 
-
 def test_shapeworld_video_frames_are_detection_samples_of_a_video_frame():
     """A video_frames share of detection samples is a frame of the split's video of the same seed (objects cut by a
     border or mostly hidden included, all shapes prompted); the other samples are exactly those without it."""
@@ -143,6 +142,7 @@ def test_shapeworld_video_frames_are_detection_samples_of_a_video_frame():
     assert 8 <= frames <= 22 and small > 0
     with pytest.raises(ValueError, match="video_frames must be a share in"):
         ShapeworldSource(video_frames=-0.1)
+
 
 def test_coco_source_reads_and_flips(tmp_path):
     image = np.zeros((20, 30, 3), np.uint8)
