@@ -31,6 +31,17 @@ class TextConfig:
 
 
 @dataclass
+class ReferringHeadConfig:
+    """Width, depth, attention heads and training dropout of the optional referring head
+    (:mod:`glee_core.modeling.referring_head`)."""
+
+    dim: int = 128
+    layers: int = 3
+    heads: int = 4
+    dropout: float = 0.0
+
+
+@dataclass
 class GleeConfig:
     """Architecture of a GLEE model.
 
@@ -46,6 +57,7 @@ class GleeConfig:
         early_fusion: fuse text tokens into the pixel decoder.
         test_topk: detections kept per image by the official instance inference.
         video_window: frames per clip in video inference.
+        referring_head: the optional referring head (not in the official models), None = without.
         preset: the preset this config came from, if any.
     """
 
@@ -60,6 +72,7 @@ class GleeConfig:
     early_fusion: bool = True
     test_topk: int = 100
     video_window: int = 10
+    referring_head: ReferringHeadConfig | None = None
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +93,9 @@ class GleeConfig:
                 if key in spec:
                     spec[key] = tuple(spec[key])
             data["input"] = InputSpec(**spec)
+        if data.get("referring_head") is not None:
+            data["referring_head"] = ReferringHeadConfig(
+                **_check_keys(ReferringHeadConfig, data["referring_head"], "referring_head."))
         return cls(**data)
 
     def with_input(self, **changes: Any) -> "GleeConfig":

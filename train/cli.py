@@ -1,5 +1,5 @@
 """The train package's commands: ``gleekit data shapeworld``, ``gleekit train glee``, ``gleekit train mllm``,
-``gleekit finetune`` and ``gleekit tune-vocab`` (typer apps; heavy imports happen inside the commands so
+``gleekit train referring-head``, ``gleekit finetune`` and ``gleekit tune-vocab`` (typer apps; heavy imports happen inside the commands so
 ``gleekit --help`` stays fast)."""
 from __future__ import annotations
 
@@ -84,6 +84,70 @@ def train_glee(
     _, result = _train(make_config, stop_after)
     typer.echo(f"trained {result.steps} steps; model: {result.model_dir}; loss curve: "
                f"{result.output_dir / 'loss_curve.png'}")
+
+
+@train_app.command("referring-head")
+def train_referring_head(
+    out: Path = typer.Option(..., file_okay=False, help="Model folder to write: the model with the head attached."),
+    model: str = typer.Option("nano", help="The frozen model: a model folder or a bundled name (nano)."),
+    scenes: int = typer.Option(3500, min=1, help="Shapeworld train scenes to collect samples from."),
+    seed: int = typer.Option(17, min=0, help="Shapeworld seed of those scenes."),
+    val_scenes: int = typer.Option(300, min=1, help="Shapeworld val scenes for the held-out figures."),
+    val_seed: int = typer.Option(5, min=0, help="Shapeworld seed of the val scenes."),
+    samples: list[Path] | None = typer.Option(None, exists=True, dir_okay=False,
+                                              help="Train on these sample files (--save-samples of earlier runs) "
+                                                   "instead of collecting; repeatable."),
+    save_samples: Path | None = typer.Option(None, dir_okay=False, help="Also write the collected train samples."),
+    steps: int = typer.Option(6000, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(256, min=1, help="Expressions per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, one-cycle)."),
+    dim: int = typer.Option(128, min=8, help="Width of the head."),
+    layers: int = typer.Option(3, min=1, help="Transformer layers of the head."),
+    heads: int = typer.Option(4, min=1, help="Attention heads of the head."),
+    dropout: float = typer.Option(0.1, min=0.0, max=0.9, help="Dropout while training the head."),
+    half: bool = typer.Option(False, help="Store the weights as float16 (halves the file)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train the referring head (re-scores the queries of a referring expression, with a "no such object"
+    choice) on a frozen model, from shapeworld expressions and negatives; GLEE's weights are unchanged. Writes
+    the model folder, its loss curve (referring_head_curve.png) and the held-out figures."""
+    import torch
+
+    from glee_core.config import ReferringHeadConfig
+    from glee_core.modeling.glee import GleeModel
+    from train.curves import save_loss_curve
+    from train.glee.referring_head import (ReferringSamples, attach_head, collect_samples, evaluate_head,
+                                           glee_choice_accuracy, new_head, train_head)
+
+    try:
+        config = ReferringHeadConfig(dim=dim, layers=layers, heads=heads, dropout=dropout)
+        if dim % heads:
+            raise ValueError(f"--dim ({dim}) must be a multiple of --heads ({heads})")
+        glee = GleeModel.from_pretrained(model).float().eval()
+        if samples:
+            train_samples = ReferringSamples.concatenate([ReferringSamples.load(path) for path in samples])
+        else:
+            train_samples = collect_samples(glee, scenes, split="train", seed=seed, progress=progress)
+            if save_samples is not None:
+                train_samples.save(save_samples)
+        held_out = collect_samples(glee, val_scenes, split="val", seed=val_seed, progress=progress)
+        torch.manual_seed(0)
+        head = new_head(glee, config)
+        history = train_head(head, train_samples, steps=steps, batch_size=batch_size, lr=lr, held_out=held_out,
+                             eval_every=max(1, steps // 20), progress=progress)
+        attach_head(glee, head, config).save_pretrained(out, dtype=torch.float16 if half else None)
+        curve = save_loss_curve(out / "referring_head_curve.png", [(h["step"], h["loss"]) for h in history],
+                                [(h["step"], h["held-out loss"]) for h in history], title="referring head")
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    after = evaluate_head(head, held_out)
+    typer.echo(f"trained on {len(train_samples)} expressions, {steps} steps; {len(held_out)} held-out expressions "
+               f"({val_scenes} val scenes):")
+    typer.echo(f"  right query on positives: GLEE's top query {glee_choice_accuracy(held_out):.3f} -> head's "
+               f"{after['positives, best query']:.3f} (its top choice, none included: {after['positives']:.3f})")
+    typer.echo(f"  negatives answered 'none': {after['negatives']:.3f}")
+    typer.echo(f"model: {out}; loss curve: {curve}")
 
 
 @train_app.command("mllm")

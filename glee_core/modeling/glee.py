@@ -28,6 +28,8 @@ from glee_core.modeling.backbones import build_backbone
 from glee_core.modeling.decoder import DecoderOutput, DenoisingQueries, MaskDINODecoder, PromptMode
 from glee_core.modeling.decoder_layer import PromptTokens
 from glee_core.modeling.pixel_decoder import MaskDINOEncoder
+from glee_core.modeling.referring_head import (ReferringHead, choice_logits_to_query_logits, referring_head_inputs,
+                                               region_colours)
 from glee_core.modeling.text_encoder import (
     clip_text_config,
     encode_caption,
@@ -75,6 +77,9 @@ class GleeOutput:
             tokens the LLM side consumes.
         decoder: the full decoder output (per-layer predictions, proposals) for losses and analysis.
         mask_features: [B, mask_dim, Hp/4, Wp/4] the per-pixel features masks are read from (region pooling).
+        referring_choices: [B, Q + 1] the referring head's choice logits ("none" first) when the model has one,
+            is in eval mode and the expressions came as text; ``pred_logits`` then holds the head's per-query
+            logits and ``decoder.pred_logits`` GLEE's own (:mod:`glee_core.modeling.referring_head`).
     """
 
     pred_logits: torch.Tensor
@@ -84,6 +89,7 @@ class GleeOutput:
     query_embeds: torch.Tensor
     decoder: DecoderOutput
     mask_features: torch.Tensor | None = None
+    referring_choices: torch.Tensor | None = None
 
 
 class GleeModel(nn.Module):
@@ -115,6 +121,8 @@ class GleeModel(nn.Module):
         self.mask_sptial_embed = nn.ParameterList(
             [nn.Parameter(torch.randn(hidden, hidden) * 0.02) for _ in range(4)])
         self.pn_indicator = nn.Embedding(2, hidden)
+        self.referring_head = (None if config.referring_head is None
+                               else ReferringHead(hidden, hidden, config.referring_head))
         self.load_report: LoadReport | None = None
         self.vocabularies = VocabularyCache()
         self._fingerprint = TextFingerprint()
@@ -358,8 +366,14 @@ class GleeModel(nn.Module):
         out = self.predictor(pixels.multi_scale_features, pixels.mask_features, **decoder_kwargs)
         if record is not None:
             self._record_pixels_and_decoder(record, features, pixels, out)
-        return GleeOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.pred_scores, out.pred_track_embed, out,
-                          pixels.mask_features)
+        logits, choices = out.pred_logits, None
+        if mode is PromptMode.REFERRING and self.referring_head is not None and ids is not None and not self.training:
+            queries = referring_head_inputs(out.pred_track_embed, out.pred_boxes, out.pred_logits, out.pred_scores,
+                                            region_colours(images, out.pred_masks))
+            choices = self.referring_head(queries, enc.fusion_tokens, enc.fusion_mask)
+            logits = choice_logits_to_query_logits(choices).to(out.pred_logits.dtype)
+        return GleeOutput(logits, out.pred_boxes, out.pred_masks, out.pred_scores, out.pred_track_embed, out,
+                          pixels.mask_features, choices)
 
     def encode_image(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Backbone features of normalised images [B, 3, Hp, Wp], by level name (``res2``..``res5``)."""
