@@ -1,6 +1,6 @@
 """The train package's commands: ``gleekit data shapeworld``, ``gleekit train glee``, ``gleekit train mllm``,
-``gleekit train referring-head``, ``gleekit finetune`` and ``gleekit tune-vocab`` (typer apps; heavy imports happen inside the commands so
-``gleekit --help`` stays fast)."""
+``gleekit train referring-head``, ``gleekit finetune`` and ``gleekit tune-vocab`` (typer apps; heavy imports
+happen inside the commands so ``gleekit --help`` stays fast)."""
 from __future__ import annotations
 
 from enum import Enum

@@ -2,9 +2,9 @@
 used in training), meets the figures its model card states.
 
 The issue's targets (box AP50 0.90, mask AP50 0.85, referring 0.90, visual 0.90) are reached for visual prompts
-and mask AP50 only (referring 0.88 with the referring head); the floors below are the model card's measured figures less 0.03 (room for numeric differences between
-platforms), so a regression of the shipped weights or of the inference path fails here. Raise them with the
-model."""
+and mask AP50 only (referring 0.88 with the referring head); the floors below are the model card's measured
+figures less 0.03 (room for numeric differences between platforms), so a regression of the shipped weights or of
+the inference path fails here. Raise them with the model."""
 from __future__ import annotations
 
 import pytest
