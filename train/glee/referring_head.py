@@ -85,13 +85,13 @@ def scene_samples(model: GleeModel, image: np.ndarray, expressions: list[str], r
     count = len(expressions)
     features = {level: f.expand(count, *f.shape[1:]) for level, f in model.encode_image(batch.tensor).items()}
     images = batch.tensor.expand(count, *batch.tensor.shape[1:])
-    texts = [Expression(e).normalized for e in expressions]
-    out = model(images, expressions=texts, image_features=features)
-    decoder = out.decoder
-    queries = referring_head_inputs(out.query_embeds, out.pred_boxes, decoder.pred_logits, out.pred_scores,
-                                    region_colours(images, out.pred_masks))
-    ids, mask = model._tokenize(texts)
+    ids, mask = model._tokenize([Expression(e).normalized for e in expressions])
     encoding = encode_expressions(model.text_encoder, model.lang_projection, ids, mask)
+    # the encoded tokens as prompt embeddings: the text path's forward, with the text encoded once for both uses
+    out = model(images, expression_embeds=encoding.fusion_tokens, expression_mask=encoding.fusion_mask,
+                image_features=features)
+    queries = referring_head_inputs(out.query_embeds, out.pred_boxes, out.decoder.pred_logits, out.pred_scores,
+                                    region_colours(images, out.pred_masks))
     length = int(encoding.fusion_mask.sum(1).max())
     crop = processing.valid_region(batch.image_sizes[0], batch.original_sizes[0], spec.lsj)
     positives = torch.zeros(count, queries.shape[1] + 1, dtype=torch.bool)
